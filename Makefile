@@ -1,0 +1,52 @@
+# llorch — `make help` lists the targets.
+SHELL := /bin/bash
+GO ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/llorch/llorch/version.Version=$(VERSION)
+TOOLS := $(CURDIR)/.tools
+GOLANGCI_LINT_VERSION := v2.15.0
+FUZZTIME ?= 5s
+
+.PHONY: help build test test-unit test-e2e lint fuzz bench run clean tools
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+build: ## build orchestratord, pool-managerd and llorch into bin/
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/...
+
+test: lint test-unit test-e2e fuzz ## everything the project checks (what CI runs)
+
+test-unit: ## unit tests with the race detector
+	$(GO) test -race -count=1 ./...
+
+test-e2e: ## end-to-end tests: real binaries as processes on 127.0.0.1
+	$(GO) test -tags e2e -count=1 -timeout 10m ./e2e/...
+
+lint: $(TOOLS)/golangci-lint ## gofmt, go vet, golangci-lint
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) vet -tags e2e ./e2e/...
+	$(TOOLS)/golangci-lint run ./...
+	$(TOOLS)/golangci-lint run --build-tags e2e ./e2e/...
+
+$(TOOLS)/golangci-lint:
+	GOBIN=$(TOOLS) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
+
+tools: $(TOOLS)/golangci-lint ## install the tools the checks need
+
+fuzz: ## run every fuzz target for FUZZTIME (default 5s) each
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+bench: ## benchmarks (heartbeat throughput, handoff latency)
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./...
+
+run: build ## a local fleet: orchestratord and two node agents on 127.0.0.1
+	./scripts/run-local.sh
+
+clean: ## remove build outputs and local runtime state
+	rm -rf bin .run

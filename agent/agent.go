@@ -1,0 +1,178 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/llorch/llorch/api"
+	"github.com/llorch/llorch/pool"
+)
+
+// ControlPlane is what the agent needs of the control plane; *api.Client
+// implements it.
+type ControlPlane interface {
+	Register(ctx context.Context, req api.RegisterRequest) error
+	Heartbeat(ctx context.Context, nodeID string, hb api.HeartbeatRequest) (api.HeartbeatResponse, error)
+	Deregister(ctx context.Context, nodeID string) error
+}
+
+var _ ControlPlane = (*api.Client)(nil)
+
+// Options configure an Agent.
+type Options struct {
+	Registration      api.RegisterRequest
+	ControlPlane      ControlPlane
+	Pools             *pool.Table
+	HeartbeatInterval time.Duration
+	Backoff           Backoff
+	// RequestTimeout bounds each call to the control plane.
+	RequestTimeout time.Duration
+	Logger         *slog.Logger
+	Registerer     prometheus.Registerer
+}
+
+// Agent keeps a node registered and heartbeating.
+type Agent struct {
+	opts    Options
+	log     *slog.Logger
+	metrics *metrics
+	// registered is owned by the Run goroutine, then by Shutdown.
+	registered bool
+}
+
+// New builds an agent and registers its metrics.
+func New(opts Options) (*Agent, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.RequestTimeout <= 0 {
+		opts.RequestTimeout = 5 * time.Second
+	}
+	if opts.Backoff.Base <= 0 {
+		opts.Backoff = Backoff{Base: 500 * time.Millisecond, Max: 30 * time.Second}
+	}
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	return &Agent{opts: opts, log: opts.Logger, metrics: m}, nil
+}
+
+// Run registers and heartbeats until ctx is done. It returns only then.
+func (a *Agent) Run(ctx context.Context) {
+	attempt := 0
+	interval := a.opts.HeartbeatInterval
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		case <-a.opts.Pools.Changes():
+			// Pool state changed: tell the control plane now, not at the
+			// next tick. A pending timer is simply superseded.
+			if !a.registered {
+				continue
+			}
+		}
+		if !a.registered {
+			if err := a.register(ctx); err != nil {
+				d := a.opts.Backoff.Delay(attempt)
+				attempt++
+				a.log.Warn("registration failed, retrying", "attempt", attempt, "retry_in", d.Round(time.Millisecond), "err", err)
+				timer.Reset(d)
+				continue
+			}
+			attempt = 0
+		}
+		next, err := a.heartbeat(ctx, false)
+		switch {
+		case errors.Is(err, api.ErrNotFound):
+			// The control plane lost us (restarted, or expired and removed
+			// us): register again right away.
+			a.log.Warn("control plane does not know this node, re-registering")
+			a.setRegistered(false)
+			timer.Reset(0)
+			continue
+		case err != nil && ctx.Err() == nil:
+			a.log.Warn("heartbeat failed", "err", err)
+		case err == nil && next > 0 && next < a.opts.HeartbeatInterval:
+			interval = next // the control plane wants us more often
+		}
+		timer.Reset(interval)
+	}
+}
+
+func (a *Agent) setRegistered(v bool) {
+	a.registered = v
+	a.metrics.registered.Set(boolValue(v))
+}
+
+func (a *Agent) register(ctx context.Context) error {
+	rctx, cancel := context.WithTimeout(ctx, a.opts.RequestTimeout)
+	defer cancel()
+	req := a.opts.Registration
+	req.Pools = a.opts.Pools.IDs()
+	if err := a.opts.ControlPlane.Register(rctx, req); err != nil {
+		a.metrics.registrations.WithLabelValues("error").Inc()
+		return err
+	}
+	a.metrics.registrations.WithLabelValues("ok").Inc()
+	a.setRegistered(true)
+	a.log.Info("registered with control plane", "address", req.Address, "pools", req.Pools)
+	return nil
+}
+
+// heartbeat sends one heartbeat and returns the interval the control plane
+// asks for.
+func (a *Agent) heartbeat(ctx context.Context, draining bool) (time.Duration, error) {
+	rctx, cancel := context.WithTimeout(ctx, a.opts.RequestTimeout)
+	defer cancel()
+	hb := api.HeartbeatRequest{
+		Timestamp: time.Now().UTC(),
+		Pools:     a.opts.Pools.Snapshot(),
+		GPUs:      []api.GPUState{},
+		Draining:  draining,
+	}
+	resp, err := a.opts.ControlPlane.Heartbeat(rctx, a.opts.Registration.NodeID, hb)
+	switch {
+	case errors.Is(err, api.ErrNotFound):
+		a.metrics.heartbeats.WithLabelValues("unknown_node").Inc()
+		return 0, err
+	case err != nil:
+		a.metrics.heartbeats.WithLabelValues("error").Inc()
+		return 0, err
+	}
+	a.metrics.heartbeats.WithLabelValues("ok").Inc()
+	return time.Duration(resp.NextHeartbeatMS) * time.Millisecond, nil
+}
+
+// Shutdown drains every pool, tells the control plane in a last heartbeat,
+// and deregisters. Call it after Run has returned; ctx bounds the whole
+// sequence. It returns the first error but always tries every step.
+func (a *Agent) Shutdown(ctx context.Context) error {
+	a.opts.Pools.DrainAll()
+	if !a.registered {
+		return nil
+	}
+	nodeID := a.opts.Registration.NodeID
+	_, hbErr := a.heartbeat(ctx, true)
+	if hbErr != nil {
+		a.log.Warn("final draining heartbeat failed", "err", hbErr)
+	}
+	dctx, cancel := context.WithTimeout(ctx, a.opts.RequestTimeout)
+	defer cancel()
+	err := a.opts.ControlPlane.Deregister(dctx, nodeID)
+	if err != nil {
+		a.log.Warn("deregistration failed", "err", err)
+		return err
+	}
+	a.setRegistered(false)
+	a.log.Info("deregistered from control plane")
+	return hbErr
+}

@@ -1,0 +1,102 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// ErrNotFound is returned by Client calls answered 404: for a heartbeat, the
+// control plane does not know the node and it must re-register.
+var ErrNotFound = errors.New("not found")
+
+// Client calls the control plane's node routes. It is used by the node agent
+// and the llorch CLI.
+type Client struct {
+	BaseURL string
+	Token   string
+	HTTP    *http.Client
+}
+
+// Register registers a node.
+func (c *Client) Register(ctx context.Context, req RegisterRequest) error {
+	return c.do(ctx, http.MethodPost, "/v2/nodes/register", req, nil)
+}
+
+// Heartbeat sends one heartbeat.
+func (c *Client) Heartbeat(ctx context.Context, nodeID string, hb HeartbeatRequest) (HeartbeatResponse, error) {
+	var resp HeartbeatResponse
+	err := c.do(ctx, http.MethodPost, "/v2/nodes/"+url.PathEscape(nodeID)+"/heartbeat", hb, &resp)
+	return resp, err
+}
+
+// Deregister removes a node.
+func (c *Client) Deregister(ctx context.Context, nodeID string) error {
+	return c.do(ctx, http.MethodDelete, "/v2/nodes/"+url.PathEscape(nodeID), nil, nil)
+}
+
+// Nodes lists the fleet; all adds offline nodes.
+func (c *Client) Nodes(ctx context.Context, all bool) (NodeList, error) {
+	var out NodeList
+	path := "/v2/nodes"
+	if all {
+		path += "?status=all"
+	}
+	err := c.do(ctx, http.MethodGet, path, nil, &out)
+	return out, err
+}
+
+func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return fmt.Errorf("encode %s %s: %w", method, path, err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(c.BaseURL, "/")+path, rd)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	hc := c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		var e Error
+		msg := resp.Status
+		if data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10)); json.Unmarshal(data, &e) == nil && e.Message != "" {
+			msg = fmt.Sprintf("%s: %s: %s", resp.Status, e.Code, e.Message)
+		}
+		if resp.StatusCode == http.StatusNotFound {
+			return fmt.Errorf("%s %s: %w (%s)", method, path, ErrNotFound, msg)
+		}
+		return fmt.Errorf("%s %s: %s", method, path, msg)
+	}
+	if out == nil {
+		_, _ = io.Copy(io.Discard, resp.Body) // let the connection be reused
+		return nil
+	}
+	if err := Decode(resp.Body, 64<<20, out); err != nil {
+		return fmt.Errorf("%s %s: decode response: %w", method, path, err)
+	}
+	return nil
+}

@@ -1,0 +1,137 @@
+package api
+
+import "time"
+
+// RegisterRequest is the body of POST /v2/nodes/register.
+type RegisterRequest struct {
+	NodeID       string       `json:"node_id"`
+	MachineID    string       `json:"machine_id"`
+	Address      string       `json:"address"`
+	Pools        []string     `json:"pools"`
+	Capabilities Capabilities `json:"capabilities"`
+	Version      string       `json:"version"`
+}
+
+// Capabilities describes a node's hardware at registration.
+type Capabilities struct {
+	GPUs          []GPUInfo `json:"gpus"`
+	CPUCores      int       `json:"cpu_cores,omitempty"`
+	RAMTotalBytes uint64    `json:"ram_total_bytes,omitempty"`
+}
+
+// GPUInfo is one GPU of a node's inventory.
+type GPUInfo struct {
+	DeviceID          int    `json:"device_id"`
+	UUID              string `json:"uuid,omitempty"`
+	Name              string `json:"name,omitempty"`
+	VRAMTotalBytes    uint64 `json:"vram_total_bytes,omitempty"`
+	ComputeCapability string `json:"compute_capability,omitempty"`
+}
+
+// RegisterResponse answers a successful registration.
+type RegisterResponse struct {
+	Success bool   `json:"success"`
+	Message string `json:"message"`
+	NodeID  string `json:"node_id"`
+}
+
+// HeartbeatRequest is the body of POST /v2/nodes/{id}/heartbeat.
+type HeartbeatRequest struct {
+	Timestamp time.Time   `json:"timestamp"`
+	Pools     []PoolState `json:"pools"`
+	GPUs      []GPUState  `json:"gpus"`
+	// Draining is set by an agent that is shutting down; the control plane
+	// then reports the node as draining and places no new work on it.
+	Draining bool `json:"draining,omitempty"`
+}
+
+// PoolState is one pool as a heartbeat reports it; the control plane keeps it
+// as the node's pool snapshot.
+type PoolState struct {
+	PoolID         string   `json:"pool_id"`
+	Ready          bool     `json:"ready"`
+	Draining       bool     `json:"draining"`
+	SlotsTotal     int      `json:"slots_total"`
+	SlotsFree      int      `json:"slots_free"`
+	VRAMTotalBytes uint64   `json:"vram_total_bytes"`
+	VRAMFreeBytes  uint64   `json:"vram_free_bytes"`
+	Engine         string   `json:"engine"`
+	EngineVersion  string   `json:"engine_version"`
+	URL            string   `json:"url"`
+	Models         []string `json:"models"`
+}
+
+// GPUState is live per-GPU state carried by a heartbeat.
+type GPUState struct {
+	DeviceID      int     `json:"device_id"`
+	VRAMFreeBytes uint64  `json:"vram_free_bytes"`
+	Utilization   float64 `json:"utilization"`
+}
+
+// HeartbeatResponse answers a heartbeat. NextHeartbeatMS tells the agent the
+// longest interval the control plane wants between heartbeats.
+type HeartbeatResponse struct {
+	Success         bool  `json:"success"`
+	NextHeartbeatMS int64 `json:"next_heartbeat_ms"`
+}
+
+// Node statuses, as GET /v2/nodes reports them.
+const (
+	StatusOnline   = "online"
+	StatusDraining = "draining"
+	StatusOffline  = "offline"
+)
+
+// NodeInfo is one node in GET /v2/nodes.
+type NodeInfo struct {
+	NodeID         string       `json:"node_id"`
+	MachineID      string       `json:"machine_id"`
+	Address        string       `json:"address"`
+	Status         string       `json:"status"`
+	RegisteredAt   time.Time    `json:"registered_at"`
+	LastHeartbeat  time.Time    `json:"last_heartbeat"`
+	HeartbeatAgeMS int64        `json:"heartbeat_age_ms"`
+	Capabilities   Capabilities `json:"capabilities"`
+	Version        string       `json:"version"`
+	DeclaredPools  []string     `json:"declared_pools"`
+	Pools          []PoolState  `json:"pools"`
+	GPUs           []GPUState   `json:"gpus"`
+}
+
+// NodeList is the body of GET /v2/nodes.
+type NodeList struct {
+	Nodes []NodeInfo `json:"nodes"`
+	Count int        `json:"count"`
+}
+
+// SDTargetGroup is one entry of Prometheus HTTP service discovery.
+type SDTargetGroup struct {
+	Targets []string          `json:"targets"`
+	Labels  map[string]string `json:"labels"`
+}
+
+// Health is the body of GET /health on both daemons.
+type Health struct {
+	Status  string `json:"status"`
+	Version string `json:"version"`
+}
+
+// PoolStatus is the body of GET /pools/{id}/status on a node agent.
+type PoolStatus struct {
+	PoolID        string   `json:"pool_id"`
+	Live          bool     `json:"live"`
+	Ready         bool     `json:"ready"`
+	Draining      bool     `json:"draining"`
+	SlotsTotal    int      `json:"slots_total"`
+	SlotsFree     int      `json:"slots_free"`
+	Engine        string   `json:"engine"`
+	EngineVersion string   `json:"engine_version"`
+	URL           string   `json:"url"`
+	Models        []string `json:"models"`
+	LastError     string   `json:"last_error"`
+}
+
+// DrainRequest is the body of POST /pools/{id}/drain.
+type DrainRequest struct {
+	DeadlineMS int64 `json:"deadline_ms"`
+}

@@ -1,0 +1,203 @@
+package controlplane
+
+import (
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/llorch/llorch/api"
+	"github.com/llorch/llorch/registry"
+)
+
+// Options configure the control plane's handler.
+type Options struct {
+	// Registry is nil when the cloud profile is off; node routes then
+	// answer 503.
+	Registry *registry.Registry
+	// Token guards every route but /health and /metrics; empty disables it.
+	Token    string
+	Version  string
+	Gatherer prometheus.Gatherer
+	Logger   *slog.Logger
+}
+
+type server struct {
+	reg     *registry.Registry
+	version string
+	log     *slog.Logger
+}
+
+// NewHandler returns the control plane's routes with correlation IDs and
+// token auth applied.
+func NewHandler(opts Options) http.Handler {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s := &server{reg: opts.Registry, version: opts.Version, log: opts.Logger}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /health", s.health)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(opts.Logger.Handler(), slog.LevelError)}))
+	mux.HandleFunc("POST /v2/nodes/register", s.cloud(s.register))
+	mux.HandleFunc("POST /v2/nodes/{id}/heartbeat", s.cloud(s.heartbeat))
+	mux.HandleFunc("DELETE /v2/nodes/{id}", s.cloud(s.deregister))
+	mux.HandleFunc("GET /v2/nodes/{id}", s.cloud(s.getNode))
+	mux.HandleFunc("GET /v2/nodes", s.cloud(s.listNodes))
+	mux.HandleFunc("GET /v2/sd", s.cloud(s.serviceDiscovery))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		api.WriteError(w, http.StatusNotFound, api.Error{Code: api.CodeNotFound, Message: "no route for " + r.Method + " " + r.URL.Path})
+	})
+	return api.WithCorrelationID(api.RequireToken(opts.Token, []string{"/health", "/metrics"}, mux))
+}
+
+func (s *server) health(w http.ResponseWriter, _ *http.Request) {
+	api.WriteJSON(w, http.StatusOK, api.Health{Status: "ok", Version: s.version})
+}
+
+// cloud answers 503 for node routes when the registry is off (HOME profile).
+func (s *server) cloud(h http.HandlerFunc) http.HandlerFunc {
+	if s.reg != nil {
+		return h
+	}
+	return func(w http.ResponseWriter, _ *http.Request) {
+		api.WriteError(w, http.StatusServiceUnavailable, api.Error{
+			Code:    api.CodeNodeUnavailable,
+			Message: "the node registry needs the cloud profile: start orchestratord with --cloud-profile",
+		})
+	}
+}
+
+func (s *server) register(w http.ResponseWriter, r *http.Request) {
+	var req api.RegisterRequest
+	if !api.DecodeRequest(w, r, &req) {
+		s.reg.RejectRegistration()
+		return
+	}
+	if err := req.Validate(); err != nil {
+		s.reg.RejectRegistration()
+		api.WriteError(w, http.StatusBadRequest, api.Error{Code: api.CodeInvalidParams, Message: err.Error()})
+		return
+	}
+	s.reg.Register(req)
+	api.WriteJSON(w, http.StatusOK, api.RegisterResponse{Success: true, Message: "registered", NodeID: req.NodeID})
+}
+
+func (s *server) heartbeat(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	var hb api.HeartbeatRequest
+	if !api.DecodeRequest(w, r, &hb) {
+		s.reg.RejectHeartbeat()
+		return
+	}
+	if err := hb.Validate(); err != nil {
+		s.reg.RejectHeartbeat()
+		api.WriteError(w, http.StatusBadRequest, api.Error{Code: api.CodeInvalidParams, Message: err.Error()})
+		return
+	}
+	if err := s.reg.Heartbeat(id, hb); err != nil {
+		s.unknownNode(w, id, err)
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, api.HeartbeatResponse{Success: true, NextHeartbeatMS: s.reg.NextHeartbeat().Milliseconds()})
+}
+
+func (s *server) deregister(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if err := s.reg.Deregister(id); err != nil {
+		s.unknownNode(w, id, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *server) getNode(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	n, ok := s.reg.Get(id)
+	if !ok {
+		s.unknownNode(w, id, registry.ErrUnknownNode)
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, n)
+}
+
+func (s *server) unknownNode(w http.ResponseWriter, id string, err error) {
+	if !errors.Is(err, registry.ErrUnknownNode) {
+		api.WriteError(w, http.StatusInternalServerError, api.Error{Code: api.CodeInternal, Message: err.Error()})
+		return
+	}
+	api.WriteError(w, http.StatusNotFound, api.Error{
+		Code:    api.CodeNotFound,
+		Message: "unknown node " + id + ": register first",
+	})
+}
+
+func (s *server) listNodes(w http.ResponseWriter, r *http.Request) {
+	all := false
+	switch st := r.URL.Query().Get("status"); st {
+	case "", "active":
+	case "all":
+		all = true
+	default:
+		api.WriteError(w, http.StatusBadRequest, api.Error{Code: api.CodeInvalidParams, Message: "status=" + st + ": want all or active"})
+		return
+	}
+	nodes := s.reg.List(all)
+	api.WriteJSON(w, http.StatusOK, api.NodeList{Nodes: nodes, Count: len(nodes)})
+}
+
+// serviceDiscovery serves Prometheus HTTP SD: one target group per node,
+// offline ones included so their scrapes fail visibly (up == 0) instead of
+// silently vanishing. Status is a __meta_ label for relabeling, not a target
+// label, so a status change does not start a new series.
+func (s *server) serviceDiscovery(w http.ResponseWriter, _ *http.Request) {
+	nodes := s.reg.List(true)
+	groups := make([]api.SDTargetGroup, 0, len(nodes))
+	for _, n := range nodes {
+		target, err := scrapeTarget(n.Address)
+		if err != nil {
+			s.log.Warn("service discovery: node address has no host:port", "node_id", n.NodeID, "address", n.Address, "err", err)
+			continue
+		}
+		groups = append(groups, api.SDTargetGroup{
+			Targets: []string{target},
+			Labels: map[string]string{
+				"node_id":               n.NodeID,
+				"machine_id":            n.MachineID,
+				"__meta_llorch_status":  n.Status,
+				"__meta_llorch_version": n.Version,
+				"__meta_llorch_scheme":  schemeOf(n.Address),
+			},
+		})
+	}
+	api.WriteJSON(w, http.StatusOK, groups)
+}
+
+// scrapeTarget turns an agent's external URL into Prometheus' host:port.
+func scrapeTarget(address string) (string, error) {
+	u, err := url.Parse(address)
+	if err != nil {
+		return "", err
+	}
+	if u.Port() != "" {
+		return u.Host, nil
+	}
+	port := "80"
+	if u.Scheme == "https" {
+		port = "443"
+	}
+	if u.Hostname() == "" {
+		return "", errors.New("empty host")
+	}
+	return net.JoinHostPort(u.Hostname(), port), nil
+}
+
+func schemeOf(address string) string {
+	if u, err := url.Parse(address); err == nil && u.Scheme != "" {
+		return u.Scheme
+	}
+	return "http"
+}

@@ -1,0 +1,223 @@
+package pool
+
+import (
+	"sort"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/llorch/llorch/api"
+	"github.com/llorch/llorch/handoff"
+)
+
+// Table holds the agent's pools. It is safe for concurrent use.
+type Table struct {
+	mu      sync.Mutex
+	pools   map[string]*entry
+	changes chan struct{}
+
+	readyDesc, slotsTotalDesc, slotsFreeDesc, drainingDesc *prometheus.Desc
+}
+
+type entry struct {
+	replicas  map[string]handoff.Handoff // by handoff file path
+	draining  bool
+	lastError string
+}
+
+var _ handoff.Sink = (*Table)(nil)
+
+// NewTable returns a table holding the declared pools, not ready until a
+// handoff file announces an engine for them.
+func NewTable(declared []string) *Table {
+	t := &Table{
+		pools:          make(map[string]*entry),
+		changes:        make(chan struct{}, 1),
+		readyDesc:      prometheus.NewDesc("llorch_pool_ready", "1 if the pool has a ready engine replica.", []string{"pool_id"}, nil),
+		slotsTotalDesc: prometheus.NewDesc("llorch_pool_slots_total", "Engine slots of the pool's ready replicas.", []string{"pool_id"}, nil),
+		slotsFreeDesc:  prometheus.NewDesc("llorch_pool_slots_free", "Free engine slots of the pool's ready replicas.", []string{"pool_id"}, nil),
+		drainingDesc:   prometheus.NewDesc("llorch_pool_draining", "1 if the pool is draining.", []string{"pool_id"}, nil),
+	}
+	for _, id := range declared {
+		t.pools[id] = &entry{replicas: map[string]handoff.Handoff{}}
+	}
+	return t
+}
+
+// Changes is signalled (coalesced) after every change of pool state, so the
+// agent can heartbeat at once instead of at its next tick.
+func (t *Table) Changes() <-chan struct{} { return t.changes }
+
+func (t *Table) changed() {
+	select {
+	case t.changes <- struct{}{}:
+	default:
+	}
+}
+
+func (t *Table) entryLocked(poolID string) *entry {
+	e, ok := t.pools[poolID]
+	if !ok {
+		e = &entry{replicas: map[string]handoff.Handoff{}}
+		t.pools[poolID] = e
+	}
+	return e
+}
+
+// Upsert implements handoff.Sink. A file that changes pool_id moves its
+// replica to the new pool.
+func (t *Table) Upsert(path string, h handoff.Handoff) {
+	t.mu.Lock()
+	for id, e := range t.pools {
+		if id != h.PoolID {
+			delete(e.replicas, path)
+		}
+	}
+	t.entryLocked(h.PoolID).replicas[path] = h
+	t.mu.Unlock()
+	t.changed()
+}
+
+// Remove implements handoff.Sink.
+func (t *Table) Remove(path string) {
+	t.mu.Lock()
+	for _, e := range t.pools {
+		delete(e.replicas, path)
+	}
+	t.mu.Unlock()
+	t.changed()
+}
+
+// Drain marks a pool draining: it takes no new work. It reports whether the
+// pool exists.
+func (t *Table) Drain(poolID string) bool {
+	t.mu.Lock()
+	e, ok := t.pools[poolID]
+	if ok {
+		e.draining = true
+	}
+	t.mu.Unlock()
+	if ok {
+		t.changed()
+	}
+	return ok
+}
+
+// DrainAll marks every pool draining (shutdown).
+func (t *Table) DrainAll() {
+	t.mu.Lock()
+	for _, e := range t.pools {
+		e.draining = true
+	}
+	t.mu.Unlock()
+	t.changed()
+}
+
+// SetLastError records the last error seen for a pool (engine crash, probe
+// failure), reported by its status route.
+func (t *Table) SetLastError(poolID, msg string) {
+	t.mu.Lock()
+	t.entryLocked(poolID).lastError = msg
+	t.mu.Unlock()
+}
+
+// IDs returns the pool ids, sorted.
+func (t *Table) IDs() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ids := make([]string, 0, len(t.pools))
+	for id := range t.pools {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// Status returns one pool's status.
+func (t *Table) Status(poolID string) (api.PoolStatus, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e, ok := t.pools[poolID]
+	if !ok {
+		return api.PoolStatus{}, false
+	}
+	s := e.state(poolID)
+	return api.PoolStatus{
+		PoolID:        poolID,
+		Live:          len(e.replicas) > 0,
+		Ready:         s.Ready,
+		Draining:      s.Draining,
+		SlotsTotal:    s.SlotsTotal,
+		SlotsFree:     s.SlotsFree,
+		Engine:        s.Engine,
+		EngineVersion: s.EngineVersion,
+		URL:           s.URL,
+		Models:        s.Models,
+		LastError:     e.lastError,
+	}, true
+}
+
+// Snapshot returns every pool as a heartbeat reports it, sorted by id.
+func (t *Table) Snapshot() []api.PoolState {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]api.PoolState, 0, len(t.pools))
+	for id, e := range t.pools {
+		out = append(out, e.state(id))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].PoolID < out[j].PoolID })
+	return out
+}
+
+// state folds the replicas into one pool view. Identity fields (engine, url)
+// come from the replica whose file sorts first, so the view is stable.
+func (e *entry) state(id string) api.PoolState {
+	s := api.PoolState{PoolID: id, Draining: e.draining, Models: []string{}}
+	paths := make([]string, 0, len(e.replicas))
+	for p := range e.replicas {
+		paths = append(paths, p)
+	}
+	sort.Strings(paths)
+	seen := map[string]bool{}
+	for _, p := range paths {
+		h := e.replicas[p]
+		s.SlotsTotal += h.SlotsTotal
+		s.SlotsFree += h.SlotsFree
+		if s.URL == "" {
+			s.Engine, s.EngineVersion, s.URL = h.Engine, h.EngineVersion, h.URL
+		}
+		if m := h.Model.Name(); m != "" && !seen[m] {
+			seen[m] = true
+			s.Models = append(s.Models, m)
+		}
+	}
+	s.Ready = len(paths) > 0
+	return s
+}
+
+var _ prometheus.Collector = (*Table)(nil)
+
+// Describe implements prometheus.Collector.
+func (t *Table) Describe(ch chan<- *prometheus.Desc) {
+	ch <- t.readyDesc
+	ch <- t.slotsTotalDesc
+	ch <- t.slotsFreeDesc
+	ch <- t.drainingDesc
+}
+
+// Collect implements prometheus.Collector.
+func (t *Table) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range t.Snapshot() {
+		ch <- prometheus.MustNewConstMetric(t.readyDesc, prometheus.GaugeValue, boolValue(s.Ready), s.PoolID)
+		ch <- prometheus.MustNewConstMetric(t.slotsTotalDesc, prometheus.GaugeValue, float64(s.SlotsTotal), s.PoolID)
+		ch <- prometheus.MustNewConstMetric(t.slotsFreeDesc, prometheus.GaugeValue, float64(s.SlotsFree), s.PoolID)
+		ch <- prometheus.MustNewConstMetric(t.drainingDesc, prometheus.GaugeValue, boolValue(s.Draining), s.PoolID)
+	}
+}
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,305 @@
+package registry
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/llorch/llorch/api"
+)
+
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+func newTestRegistry(timeout time.Duration) (*Registry, *fakeClock) {
+	clk := &fakeClock{now: time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)}
+	return New(Options{Timeout: timeout, Clock: clk, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}), clk
+}
+
+func reg(id string) api.RegisterRequest {
+	return api.RegisterRequest{NodeID: id, Address: "http://127.0.0.1:9200", Pools: []string{"pool-0"}}
+}
+
+func status(t *testing.T, r *Registry, id string) string {
+	t.Helper()
+	n, ok := r.Get(id)
+	if !ok {
+		return "absent"
+	}
+	return n.Status
+}
+
+func TestLifecycle(t *testing.T) {
+	const timeout = 30 * time.Second
+	type step struct {
+		name    string
+		do      func(r *Registry, c *fakeClock) error
+		wantErr error
+		want    string // status of node "n1" after the step
+	}
+	hb := func(r *Registry, _ *fakeClock) error { return r.Heartbeat("n1", api.HeartbeatRequest{}) }
+	advance := func(d time.Duration) func(*Registry, *fakeClock) error {
+		return func(r *Registry, c *fakeClock) error { c.Advance(d); r.ExpireStale(); return nil }
+	}
+	tests := []struct {
+		name  string
+		steps []step
+	}{
+		{"heartbeat before register is unknown", []step{
+			{"hb", hb, ErrUnknownNode, "absent"},
+		}},
+		{"register is online", []step{
+			{"register", func(r *Registry, _ *fakeClock) error { r.Register(reg("n1")); return nil }, nil, api.StatusOnline},
+		}},
+		{"timeout boundary is exclusive", []step{
+			{"register", func(r *Registry, _ *fakeClock) error { r.Register(reg("n1")); return nil }, nil, api.StatusOnline},
+			{"at timeout", advance(timeout), nil, api.StatusOnline},
+			{"just past", advance(time.Millisecond), nil, api.StatusOffline},
+		}},
+		{"heartbeats keep it online", []step{
+			{"register", func(r *Registry, _ *fakeClock) error { r.Register(reg("n1")); return nil }, nil, api.StatusOnline},
+			{"20s", advance(20 * time.Second), nil, api.StatusOnline},
+			{"hb", hb, nil, api.StatusOnline},
+			{"20s more", advance(20 * time.Second), nil, api.StatusOnline},
+			{"hb", hb, nil, api.StatusOnline},
+			{"31s silent", advance(31 * time.Second), nil, api.StatusOffline},
+		}},
+		{"offline recovers on next heartbeat", []step{
+			{"register", func(r *Registry, _ *fakeClock) error { r.Register(reg("n1")); return nil }, nil, api.StatusOnline},
+			{"silent", advance(time.Minute), nil, api.StatusOffline},
+			{"hb", hb, nil, api.StatusOnline},
+		}},
+		{"draining heartbeat", []step{
+			{"register", func(r *Registry, _ *fakeClock) error { r.Register(reg("n1")); return nil }, nil, api.StatusOnline},
+			{"drain", func(r *Registry, _ *fakeClock) error {
+				return r.Heartbeat("n1", api.HeartbeatRequest{Pools: []api.PoolState{{PoolID: "p", Draining: true}}})
+			}, nil, api.StatusDraining},
+			{"draining also expires", advance(time.Minute), nil, api.StatusOffline},
+		}},
+		{"deregister removes", []step{
+			{"register", func(r *Registry, _ *fakeClock) error { r.Register(reg("n1")); return nil }, nil, api.StatusOnline},
+			{"deregister", func(r *Registry, _ *fakeClock) error { return r.Deregister("n1") }, nil, "absent"},
+			{"again", func(r *Registry, _ *fakeClock) error { return r.Deregister("n1") }, ErrUnknownNode, "absent"},
+			{"hb after", hb, ErrUnknownNode, "absent"},
+		}},
+		{"re-register overwrites and revives", []step{
+			{"register", func(r *Registry, _ *fakeClock) error { r.Register(reg("n1")); return nil }, nil, api.StatusOnline},
+			{"silent", advance(time.Minute), nil, api.StatusOffline},
+			{"register", func(r *Registry, _ *fakeClock) error { r.Register(reg("n1")); return nil }, nil, api.StatusOnline},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, clk := newTestRegistry(timeout)
+			for _, s := range tt.steps {
+				if err := s.do(r, clk); !errors.Is(err, s.wantErr) {
+					t.Fatalf("%s: err = %v, want %v", s.name, err, s.wantErr)
+				}
+				if got := status(t, r, "n1"); got != s.want {
+					t.Fatalf("%s: status = %q, want %q", s.name, got, s.want)
+				}
+			}
+		})
+	}
+}
+
+func TestRegisterOverwritesFields(t *testing.T) {
+	r, _ := newTestRegistry(time.Minute)
+	r.Register(reg("n1"))
+	if err := r.Heartbeat("n1", api.HeartbeatRequest{Pools: []api.PoolState{{PoolID: "pool-0", Ready: true}}}); err != nil {
+		t.Fatal(err)
+	}
+	second := reg("n1")
+	second.Address = "http://127.0.0.1:9999"
+	second.MachineID = "m-7"
+	r.Register(second)
+	n, _ := r.Get("n1")
+	if n.Address != second.Address || n.MachineID != "m-7" {
+		t.Fatalf("after re-register: address %q machine %q", n.Address, n.MachineID)
+	}
+	if len(n.Pools) != 0 {
+		t.Fatalf("re-registration must drop the old pool snapshot until the next heartbeat, got %+v", n.Pools)
+	}
+	if r.Len() != 1 {
+		t.Fatalf("Len = %d, want 1", r.Len())
+	}
+}
+
+func TestMachineIDDefaultsToNodeID(t *testing.T) {
+	r, _ := newTestRegistry(time.Minute)
+	r.Register(reg("n1"))
+	if n, _ := r.Get("n1"); n.MachineID != "n1" {
+		t.Fatalf("machine_id = %q, want n1", n.MachineID)
+	}
+}
+
+func TestHeartbeatAgeAndSnapshots(t *testing.T) {
+	r, clk := newTestRegistry(time.Minute)
+	r.Register(reg("n1"))
+	clk.Advance(1500 * time.Millisecond)
+	pools := []api.PoolState{{PoolID: "pool-0", Ready: true, SlotsTotal: 4, SlotsFree: 3, Models: []string{"m"}}}
+	if err := r.Heartbeat("n1", api.HeartbeatRequest{Pools: pools, GPUs: []api.GPUState{{DeviceID: 0, VRAMFreeBytes: 7}}}); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(250 * time.Millisecond)
+	n, _ := r.Get("n1")
+	if n.HeartbeatAgeMS != 250 {
+		t.Fatalf("heartbeat_age_ms = %d, want 250", n.HeartbeatAgeMS)
+	}
+	if got := n.LastHeartbeat.Sub(n.RegisteredAt); got != 1500*time.Millisecond {
+		t.Fatalf("last_heartbeat - registered_at = %v", got)
+	}
+	if len(n.Pools) != 1 || n.Pools[0].SlotsFree != 3 || len(n.GPUs) != 1 || n.GPUs[0].VRAMFreeBytes != 7 {
+		t.Fatalf("snapshots = %+v %+v", n.Pools, n.GPUs)
+	}
+}
+
+func TestListFiltersOffline(t *testing.T) {
+	r, clk := newTestRegistry(10 * time.Second)
+	r.Register(reg("b"))
+	r.Register(reg("a"))
+	clk.Advance(11 * time.Second)
+	r.Register(reg("c"))
+	if got := r.ExpireStale(); strings.Join(got, ",") != "a,b" {
+		t.Fatalf("expired %v, want [a b]", got)
+	}
+	if got := r.ExpireStale(); got != nil {
+		t.Fatalf("second sweep expired %v again", got)
+	}
+	ids := func(ns []api.NodeInfo) string {
+		var s []string
+		for _, n := range ns {
+			s = append(s, n.NodeID+"="+n.Status)
+		}
+		return strings.Join(s, ",")
+	}
+	if got := ids(r.List(false)); got != "c=online" {
+		t.Fatalf("List(false) = %s", got)
+	}
+	if got := ids(r.List(true)); got != "a=offline,b=offline,c=online" {
+		t.Fatalf("List(true) = %s", got)
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	r, clk := newTestRegistry(10 * time.Second)
+	r.Register(reg("n1"))
+	r.Register(reg("n2"))
+	_ = r.Heartbeat("n1", api.HeartbeatRequest{Pools: []api.PoolState{
+		{PoolID: "a", Ready: true}, {PoolID: "b", Ready: true, Draining: true}, {PoolID: "c"},
+	}})
+	_ = r.Heartbeat("ghost", api.HeartbeatRequest{})
+	r.RejectHeartbeat()
+	r.RejectRegistration()
+	clk.Advance(5 * time.Second)
+	_ = r.Heartbeat("n1", api.HeartbeatRequest{Pools: []api.PoolState{{PoolID: "a", Ready: true}, {PoolID: "b", Ready: true}}})
+	clk.Advance(6 * time.Second)
+	r.ExpireStale() // n2 goes offline; n1 is 6s old.
+
+	want := `
+# HELP llorch_node_heartbeat_age_seconds Seconds since the node's last heartbeat (or registration).
+# TYPE llorch_node_heartbeat_age_seconds gauge
+llorch_node_heartbeat_age_seconds{node_id="n1"} 6
+llorch_node_heartbeat_age_seconds{node_id="n2"} 11
+# HELP llorch_node_heartbeats_total Node heartbeats received, by outcome.
+# TYPE llorch_node_heartbeats_total counter
+llorch_node_heartbeats_total{outcome="invalid"} 1
+llorch_node_heartbeats_total{outcome="ok"} 2
+llorch_node_heartbeats_total{outcome="unknown_node"} 1
+# HELP llorch_node_registrations_total Node registrations received, by outcome.
+# TYPE llorch_node_registrations_total counter
+llorch_node_registrations_total{outcome="invalid"} 1
+llorch_node_registrations_total{outcome="ok"} 2
+# HELP llorch_node_status_transitions_total Node status changes; from=none is a first registration, to=deregistered a removal.
+# TYPE llorch_node_status_transitions_total counter
+llorch_node_status_transitions_total{from="none",to="online"} 2
+llorch_node_status_transitions_total{from="online",to="offline"} 1
+# HELP llorch_nodes Registered nodes by status.
+# TYPE llorch_nodes gauge
+llorch_nodes{status="draining"} 0
+llorch_nodes{status="offline"} 1
+llorch_nodes{status="online"} 1
+# HELP llorch_pools_available Pools that can take work: ready, not draining, on an online node.
+# TYPE llorch_pools_available gauge
+llorch_pools_available 2
+`
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(r)
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestConcurrentHeartbeats runs registrations, heartbeats, sweeps, listings
+// and scrapes at once; -race checks the locking, the counts check no update
+// is lost.
+func TestConcurrentHeartbeats(t *testing.T) {
+	r, clk := newTestRegistry(time.Minute)
+	const nodes, beats = 200, 50
+	for i := range nodes {
+		r.Register(reg(fmt.Sprintf("n%d", i)))
+	}
+	var wg sync.WaitGroup
+	for i := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id := fmt.Sprintf("n%d", i)
+			for j := range beats {
+				hb := api.HeartbeatRequest{Pools: []api.PoolState{{PoolID: "pool-0", Ready: true, SlotsTotal: 4, SlotsFree: j % 5 % 4}}}
+				if err := r.Heartbeat(id, hb); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	stop := make(chan struct{})
+	var readers sync.WaitGroup
+	readers.Add(1)
+	go func() {
+		defer readers.Done()
+		preg := prometheus.NewRegistry()
+		preg.MustRegister(r)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				clk.Advance(time.Millisecond)
+				r.ExpireStale()
+				_ = r.List(true)
+				if _, err := preg.Gather(); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}
+	}()
+	wg.Wait()
+	close(stop)
+	readers.Wait()
+	if got := testutil.ToFloat64(r.metrics.heartbeats.ok); got != nodes*beats {
+		t.Fatalf("heartbeats ok = %v, want %d", got, nodes*beats)
+	}
+	if got := len(r.List(false)); got != nodes {
+		t.Fatalf("online nodes = %d, want %d", got, nodes)
+	}
+}
