@@ -32,3 +32,7 @@ func NewLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	}
 	return nil, fmt.Errorf("--log-format/LLORCH_LOG_FORMAT %q: want text or json", format)
 }
+
+// UsageError makes a bad flag or variable stop the program with one line
+// (printed by main) instead of the whole help text.
+func UsageError(_ *cli.Context, err error, _ bool) error { return err }

@@ -7,6 +7,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/llorch/llorch/api"
+	"github.com/llorch/llorch/config"
 	"github.com/llorch/llorch/version"
 )
 
@@ -20,7 +21,8 @@ func newApp() *cli.App {
 			&cli.StringFlag{Name: "api-token", Usage: "bearer token", EnvVars: []string{"LLORCH_API_TOKEN"}},
 			&cli.DurationFlag{Name: "timeout", Value: 10 * time.Second, Usage: "request timeout"},
 		},
-		Commands: []*cli.Command{nodesCommand()},
+		Commands:     []*cli.Command{nodesCommand()},
+		OnUsageError: config.UsageError,
 	}
 }
 

@@ -29,7 +29,8 @@ func newApp() *cli.App {
 			config.DurationFlag("stale-check-interval", 10*time.Second, time.Second, "how often to look for nodes past --node-timeout", "ORCHESTRATORD_STALE_CHECK_INTERVAL_SECS"),
 			&cli.StringFlag{Name: "api-token", Usage: "bearer token required on every route but /health and /metrics; required on a non-loopback --addr", EnvVars: []string{"LLORCH_API_TOKEN"}},
 		}, config.LogFlags()...),
-		Action: run,
+		Action:       run,
+		OnUsageError: config.UsageError,
 	}
 }
 

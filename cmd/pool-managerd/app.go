@@ -46,7 +46,8 @@ func newApp() *cli.App {
 			&cli.StringFlag{Name: "watch-mode", Value: string(handoff.ModeAuto), Usage: "auto (fsnotify, polling if it fails), fsnotify or poll", EnvVars: []string{"POOL_MANAGERD_WATCH_MODE"}},
 			config.DurationFlag("shutdown-timeout", 30*time.Second, time.Second, "bound on the shutdown sequence: final heartbeat and deregistration", "POOL_MANAGERD_SHUTDOWN_TIMEOUT_SECS"),
 		}, config.LogFlags()...),
-		Action: run,
+		Action:       run,
+		OnUsageError: config.UsageError,
 	}
 }
 
