@@ -36,14 +36,15 @@ $(TOOLS)/golangci-lint:
 tools: $(TOOLS)/golangci-lint ## install the tools the checks need
 
 fuzz: ## run every fuzz target for FUZZTIME (default 5s) each
-	@set -e; for pkg in $$($(GO) list ./...); do \
-	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
-	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
-	  done; \
+	@set -e; grep -rEo --include='*_test.go' '^func Fuzz[A-Za-z0-9_]+' . | sort -u | \
+	while IFS=: read -r file fn; do \
+	  f=$${fn#func }; echo "== $$(dirname $$file) $$f"; \
+	  $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) "$$(dirname $$file)"; \
 	done
 
-bench: ## benchmarks (heartbeat throughput, handoff latency)
-	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./...
+bench: ## benchmarks: heartbeat throughput, handoff write -> pool ready latency
+	$(GO) test -run '^$$' -bench . -skip 'HandoffToReady/poll' -benchmem -count=1 ./...
+	$(GO) test -run '^$$' -bench 'HandoffToReady/poll' -benchtime 20x -count=1 ./handoff
 
 run: build ## a local fleet: orchestratord and two node agents on 127.0.0.1
 	./scripts/run-local.sh

@@ -70,7 +70,7 @@ func Parse(data []byte) (Handoff, error) {
 	}
 	var w wire
 	if err := json.Unmarshal(data, &w); err != nil {
-		return Handoff{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return Handoff{}, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	h := w.Handoff
 	switch {

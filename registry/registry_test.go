@@ -3,7 +3,6 @@ package registry
 import (
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"strings"
 	"sync"
@@ -30,7 +29,7 @@ func (c *fakeClock) Advance(d time.Duration) {
 
 func newTestRegistry(timeout time.Duration) (*Registry, *fakeClock) {
 	clk := &fakeClock{now: time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)}
-	return New(Options{Timeout: timeout, Clock: clk, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}), clk
+	return New(Options{Timeout: timeout, Clock: clk, Logger: slog.New(slog.DiscardHandler)}), clk
 }
 
 func reg(id string) api.RegisterRequest {
