@@ -17,10 +17,11 @@ type Backoff struct {
 // Delay returns the wait before retry number attempt (0-based).
 func (b Backoff) Delay(attempt int) time.Duration {
 	d := b.Max
-	if attempt < 32 { // beyond that the shift overflows; the cap applies anyway
-		if e := b.Base << attempt; e > 0 && e < b.Max {
-			d = e
-		}
+	attempt = max(attempt, 0)
+	// Base << attempt is at most Max exactly when Base <= Max >> attempt;
+	// testing it that way round never shifts Base past int64.
+	if b.Base > 0 && attempt < 63 && b.Base <= b.Max>>attempt {
+		d = b.Base << attempt
 	}
 	r := b.Rand
 	if r == nil {

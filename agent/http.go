@@ -67,5 +67,5 @@ func NewHandler(opts HandlerOptions) http.Handler {
 }
 
 func unknownPool(w http.ResponseWriter, id string) {
-	api.WriteError(w, http.StatusNotFound, api.Error{Code: api.CodePoolUnavailable, Message: "unknown pool " + id})
+	api.WriteError(w, http.StatusNotFound, api.Error{Code: api.CodeNotFound, Message: "unknown pool " + id})
 }

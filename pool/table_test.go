@@ -1,0 +1,413 @@
+package pool_test
+
+import (
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/llorch/llorch/api"
+	"github.com/llorch/llorch/handoff"
+	"github.com/llorch/llorch/pool"
+)
+
+// ho builds a handoff for pool id with total/free slots.
+func ho(poolID, url string, total, free int, model string) handoff.Handoff {
+	return handoff.Handoff{
+		PoolID:        poolID,
+		Engine:        "llamacpp",
+		EngineVersion: "b4747",
+		URL:           url,
+		SlotsTotal:    total,
+		SlotsFree:     free,
+		Model:         handoff.Model{ID: model},
+	}
+}
+
+// notReady is a pool's snapshot before any handoff file announced it.
+func notReady(id string, draining bool) api.PoolState {
+	return api.PoolState{PoolID: id, Draining: draining, Models: []string{}}
+}
+
+func TestTableSnapshot(t *testing.T) {
+	tests := []struct {
+		name     string
+		declared []string
+		do       func(t *pool.Table)
+		want     []api.PoolState
+	}{
+		{
+			name:     "declared pools start not ready with no slots",
+			declared: []string{"pool-1", "pool-0"},
+			do:       func(*pool.Table) {},
+			want:     []api.PoolState{notReady("pool-0", false), notReady("pool-1", false)},
+		},
+		{
+			name:     "no pools declared",
+			declared: nil,
+			do:       func(*pool.Table) {},
+			want:     []api.PoolState{},
+		},
+		{
+			name:     "one handoff makes its pool ready",
+			declared: []string{"pool-0", "pool-1"},
+			do: func(t *pool.Table) {
+				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:8081", 4, 3, "llama-3-8b"))
+			},
+			want: []api.PoolState{
+				{PoolID: "pool-0", Ready: true, SlotsTotal: 4, SlotsFree: 3, Engine: "llamacpp", EngineVersion: "b4747", URL: "http://127.0.0.1:8081", Models: []string{"llama-3-8b"}},
+				notReady("pool-1", false),
+			},
+		},
+		{
+			name:     "two replicas of one pool sum slots; identity from the first file; models deduplicated",
+			declared: []string{"pool-0"},
+			do: func(t *pool.Table) {
+				t.Upsert("/rt/pool-0_r1.json", ho("pool-0", "http://127.0.0.1:8082", 2, 1, "llama-3-8b"))
+				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:8081", 4, 4, "llama-3-8b"))
+			},
+			want: []api.PoolState{
+				{PoolID: "pool-0", Ready: true, SlotsTotal: 6, SlotsFree: 5, Engine: "llamacpp", EngineVersion: "b4747", URL: "http://127.0.0.1:8081", Models: []string{"llama-3-8b"}},
+			},
+		},
+		{
+			name:     "distinct models listed in file order; model name from path",
+			declared: []string{"pool-0"},
+			do: func(t *pool.Table) {
+				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:8081", 1, 1, "b-model"))
+				h := ho("pool-0", "http://127.0.0.1:8082", 1, 1, "")
+				h.Model.Path = "/models/a-model.gguf"
+				t.Upsert("/rt/pool-0_r1.json", h)
+				t.Upsert("/rt/pool-0_r2.json", ho("pool-0", "http://127.0.0.1:8083", 1, 1, "b-model"))
+			},
+			want: []api.PoolState{
+				{PoolID: "pool-0", Ready: true, SlotsTotal: 3, SlotsFree: 3, Engine: "llamacpp", EngineVersion: "b4747", URL: "http://127.0.0.1:8081", Models: []string{"b-model", "a-model.gguf"}},
+			},
+		},
+		{
+			name:     "replacing a file replaces its replica",
+			declared: []string{"pool-0"},
+			do: func(t *pool.Table) {
+				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:8081", 4, 4, "m"))
+				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:9999", 8, 2, "m"))
+			},
+			want: []api.PoolState{
+				{PoolID: "pool-0", Ready: true, SlotsTotal: 8, SlotsFree: 2, Engine: "llamacpp", EngineVersion: "b4747", URL: "http://127.0.0.1:9999", Models: []string{"m"}},
+			},
+		},
+		{
+			name:     "remove makes the pool not ready",
+			declared: []string{"pool-0"},
+			do: func(t *pool.Table) {
+				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:8081", 4, 4, "m"))
+				t.Remove("/rt/pool-0_r0.json")
+			},
+			want: []api.PoolState{notReady("pool-0", false)},
+		},
+		{
+			name:     "removing one of two replicas keeps the other",
+			declared: []string{"pool-0"},
+			do: func(t *pool.Table) {
+				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:8081", 4, 4, "m"))
+				t.Upsert("/rt/pool-0_r1.json", ho("pool-0", "http://127.0.0.1:8082", 2, 0, "m"))
+				t.Remove("/rt/pool-0_r0.json")
+			},
+			want: []api.PoolState{
+				{PoolID: "pool-0", Ready: true, SlotsTotal: 2, SlotsFree: 0, Engine: "llamacpp", EngineVersion: "b4747", URL: "http://127.0.0.1:8082", Models: []string{"m"}},
+			},
+		},
+		{
+			name:     "removing an unknown file changes nothing",
+			declared: []string{"pool-0"},
+			do:       func(t *pool.Table) { t.Remove("/rt/nope.json") },
+			want:     []api.PoolState{notReady("pool-0", false)},
+		},
+		{
+			name:     "a file whose pool_id changes moves its replica",
+			declared: []string{"pool-0", "pool-1"},
+			do: func(t *pool.Table) {
+				t.Upsert("/rt/a.json", ho("pool-0", "http://127.0.0.1:8081", 4, 4, "m"))
+				t.Upsert("/rt/a.json", ho("pool-1", "http://127.0.0.1:8081", 4, 4, "m"))
+			},
+			want: []api.PoolState{
+				notReady("pool-0", false),
+				{PoolID: "pool-1", Ready: true, SlotsTotal: 4, SlotsFree: 4, Engine: "llamacpp", EngineVersion: "b4747", URL: "http://127.0.0.1:8081", Models: []string{"m"}},
+			},
+		},
+		{
+			name:     "a handoff for an undeclared pool adds it",
+			declared: []string{"pool-0"},
+			do: func(t *pool.Table) {
+				t.Upsert("/rt/extra_r0.json", ho("extra", "http://127.0.0.1:8085", 1, 1, "m"))
+			},
+			want: []api.PoolState{
+				{PoolID: "extra", Ready: true, SlotsTotal: 1, SlotsFree: 1, Engine: "llamacpp", EngineVersion: "b4747", URL: "http://127.0.0.1:8085", Models: []string{"m"}},
+				notReady("pool-0", false),
+			},
+		},
+		{
+			name:     "drain marks one pool draining, it stays ready",
+			declared: []string{"pool-0", "pool-1"},
+			do: func(t *pool.Table) {
+				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:8081", 4, 4, "m"))
+				t.Drain("pool-0")
+			},
+			want: []api.PoolState{
+				{PoolID: "pool-0", Ready: true, Draining: true, SlotsTotal: 4, SlotsFree: 4, Engine: "llamacpp", EngineVersion: "b4747", URL: "http://127.0.0.1:8081", Models: []string{"m"}},
+				notReady("pool-1", false),
+			},
+		},
+		{
+			name:     "drain all marks every pool draining",
+			declared: []string{"pool-0", "pool-1"},
+			do:       func(t *pool.Table) { t.DrainAll() },
+			want:     []api.PoolState{notReady("pool-0", true), notReady("pool-1", true)},
+		},
+		{
+			name:     "draining survives a replaced handoff",
+			declared: []string{"pool-0"},
+			do: func(t *pool.Table) {
+				t.Drain("pool-0")
+				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:8081", 4, 4, "m"))
+			},
+			want: []api.PoolState{
+				{PoolID: "pool-0", Ready: true, Draining: true, SlotsTotal: 4, SlotsFree: 4, Engine: "llamacpp", EngineVersion: "b4747", URL: "http://127.0.0.1:8081", Models: []string{"m"}},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tab := pool.NewTable(tt.declared)
+			tt.do(tab)
+			got := tab.Snapshot()
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("Snapshot() =\n  %+v\nwant\n  %+v", got, tt.want)
+			}
+			// IDs agree with the snapshot and are sorted.
+			var ids []string
+			for _, s := range got {
+				ids = append(ids, s.PoolID)
+			}
+			if gotIDs := tab.IDs(); !slices.Equal(gotIDs, ids) {
+				t.Errorf("IDs() = %v, want %v", gotIDs, ids)
+			}
+		})
+	}
+}
+
+func TestTableStatus(t *testing.T) {
+	tests := []struct {
+		name   string
+		do     func(t *pool.Table)
+		pool   string
+		want   api.PoolStatus
+		wantOK bool
+	}{
+		{
+			name:   "declared, no handoff",
+			do:     func(*pool.Table) {},
+			pool:   "pool-0",
+			want:   api.PoolStatus{PoolID: "pool-0", Models: []string{}},
+			wantOK: true,
+		},
+		{
+			name:   "unknown pool",
+			do:     func(*pool.Table) {},
+			pool:   "nope",
+			wantOK: false,
+		},
+		{
+			name: "ready with last error",
+			do: func(t *pool.Table) {
+				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:8081", 4, 1, "m"))
+				t.SetLastError("pool-0", "probe: connection refused")
+			},
+			pool: "pool-0",
+			want: api.PoolStatus{
+				PoolID: "pool-0", Live: true, Ready: true, SlotsTotal: 4, SlotsFree: 1,
+				Engine: "llamacpp", EngineVersion: "b4747", URL: "http://127.0.0.1:8081",
+				Models: []string{"m"}, LastError: "probe: connection refused",
+			},
+			wantOK: true,
+		},
+		{
+			name: "last error kept after the replica goes away",
+			do: func(t *pool.Table) {
+				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:8081", 4, 1, "m"))
+				t.SetLastError("pool-0", "engine exited: signal: killed")
+				t.Remove("/rt/pool-0_r0.json")
+			},
+			pool:   "pool-0",
+			want:   api.PoolStatus{PoolID: "pool-0", Models: []string{}, LastError: "engine exited: signal: killed"},
+			wantOK: true,
+		},
+		{
+			name:   "draining",
+			do:     func(t *pool.Table) { t.Drain("pool-0") },
+			pool:   "pool-0",
+			want:   api.PoolStatus{PoolID: "pool-0", Draining: true, Models: []string{}},
+			wantOK: true,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tab := pool.NewTable([]string{"pool-0"})
+			tt.do(tab)
+			got, ok := tab.Status(tt.pool)
+			if ok != tt.wantOK {
+				t.Fatalf("Status(%q) ok = %v, want %v", tt.pool, ok, tt.wantOK)
+			}
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("Status(%q) =\n  %+v\nwant\n  %+v", tt.pool, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDrainReportsExistence(t *testing.T) {
+	tab := pool.NewTable([]string{"pool-0"})
+	if !tab.Drain("pool-0") {
+		t.Error("Drain(pool-0) = false, want true")
+	}
+	if tab.Drain("nope") {
+		t.Error("Drain(nope) = true, want false")
+	}
+	if _, ok := tab.Status("nope"); ok {
+		t.Error("Drain of an unknown pool created it")
+	}
+}
+
+func TestSnapshotReturnsCopies(t *testing.T) {
+	tab := pool.NewTable([]string{"pool-0"})
+	tab.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:8081", 4, 4, "m"))
+	s := tab.Snapshot()
+	s[0].Models[0] = "mutated"
+	s[0].SlotsFree = 0
+	if got := tab.Snapshot()[0]; got.Models[0] != "m" || got.SlotsFree != 4 {
+		t.Errorf("mutating a snapshot changed the table: %+v", got)
+	}
+}
+
+// pending reports whether a change signal is waiting, consuming it.
+func pending(tab *pool.Table) bool {
+	select {
+	case <-tab.Changes():
+		return true
+	default:
+		return false
+	}
+}
+
+func TestChanges(t *testing.T) {
+	tests := []struct {
+		name string
+		do   func(t *pool.Table)
+		want bool
+	}{
+		{"nothing", func(*pool.Table) {}, false},
+		{"upsert", func(t *pool.Table) { t.Upsert("/rt/a.json", ho("pool-0", "http://x:1", 1, 1, "m")) }, true},
+		{"remove", func(t *pool.Table) { t.Remove("/rt/a.json") }, true},
+		{"drain", func(t *pool.Table) { t.Drain("pool-0") }, true},
+		{"drain unknown pool", func(t *pool.Table) { t.Drain("nope") }, false},
+		{"drain all", func(t *pool.Table) { t.DrainAll() }, true},
+		{"reads", func(t *pool.Table) { t.Snapshot(); t.IDs(); t.Status("pool-0") }, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tab := pool.NewTable([]string{"pool-0"})
+			tt.do(tab)
+			if got := pending(tab); got != tt.want {
+				t.Errorf("change signalled = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestChangesCoalesceAndNeverBlock(t *testing.T) {
+	tab := pool.NewTable([]string{"pool-0"})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// Nobody reads Changes: every call must still return.
+		for i := 0; i < 100; i++ {
+			tab.Upsert("/rt/a.json", ho("pool-0", "http://x:1", 1, 1, "m"))
+			tab.Drain("pool-0")
+			tab.Remove("/rt/a.json")
+			tab.DrainAll()
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("table mutations blocked with nobody reading Changes()")
+	}
+	if !pending(tab) {
+		t.Fatal("no change signalled after 400 mutations")
+	}
+	if pending(tab) {
+		t.Error("a second signal was pending: changes are not coalesced")
+	}
+	if got := cap(tab.Changes()); got != 1 {
+		t.Errorf("cap(Changes()) = %d, want 1", got)
+	}
+}
+
+func TestCollector(t *testing.T) {
+	tab := pool.NewTable([]string{"pool-0", "pool-1"})
+	tab.Upsert("/rt/pool-1_r0.json", ho("pool-1", "http://127.0.0.1:8081", 4, 3, "m"))
+	tab.Upsert("/rt/pool-1_r1.json", ho("pool-1", "http://127.0.0.1:8082", 2, 2, "m"))
+	tab.Drain("pool-0")
+
+	const want = `
+# HELP llorch_pool_draining 1 if the pool is draining.
+# TYPE llorch_pool_draining gauge
+llorch_pool_draining{pool_id="pool-0"} 1
+llorch_pool_draining{pool_id="pool-1"} 0
+# HELP llorch_pool_ready 1 if the pool has a ready engine replica.
+# TYPE llorch_pool_ready gauge
+llorch_pool_ready{pool_id="pool-0"} 0
+llorch_pool_ready{pool_id="pool-1"} 1
+# HELP llorch_pool_slots_free Free engine slots of the pool's ready replicas.
+# TYPE llorch_pool_slots_free gauge
+llorch_pool_slots_free{pool_id="pool-0"} 0
+llorch_pool_slots_free{pool_id="pool-1"} 5
+# HELP llorch_pool_slots_total Engine slots of the pool's ready replicas.
+# TYPE llorch_pool_slots_total gauge
+llorch_pool_slots_total{pool_id="pool-0"} 0
+llorch_pool_slots_total{pool_id="pool-1"} 6
+`
+	if err := testutil.CollectAndCompare(tab, strings.NewReader(want)); err != nil {
+		t.Error(err)
+	}
+	// The collector is consistent: registering it on a registry passes the
+	// registry's checks (descriptors match what Collect sends).
+	if n, err := testutil.GatherAndCount(mustRegistry(t, tab)); err != nil || n != 8 {
+		t.Errorf("GatherAndCount = %d, %v; want 8, nil", n, err)
+	}
+
+	// A pool that loses its replica reports not ready at the next scrape.
+	tab.Remove("/rt/pool-1_r0.json")
+	tab.Remove("/rt/pool-1_r1.json")
+	const after = `
+# HELP llorch_pool_ready 1 if the pool has a ready engine replica.
+# TYPE llorch_pool_ready gauge
+llorch_pool_ready{pool_id="pool-0"} 0
+llorch_pool_ready{pool_id="pool-1"} 0
+`
+	if err := testutil.CollectAndCompare(tab, strings.NewReader(after), "llorch_pool_ready"); err != nil {
+		t.Error(err)
+	}
+}
+
+func mustRegistry(t *testing.T, c prometheus.Collector) *prometheus.Registry {
+	t.Helper()
+	reg := prometheus.NewPedanticRegistry()
+	if err := reg.Register(c); err != nil {
+		t.Fatalf("register collector: %v", err)
+	}
+	return reg
+}
