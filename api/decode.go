@@ -35,11 +35,14 @@ func Decode(r io.Reader, limit int64, v any) error {
 		}
 		return fmt.Errorf("invalid JSON: %w", err)
 	}
-	if dec.More() {
-		return errors.New("invalid JSON: trailing data after the object")
-	}
+	// Only whitespace may follow the value. dec.More alone would let a stray
+	// "]" or "}" through, since it reports the end of an array or object.
+	_, err := dec.Token()
 	if lr.N <= 0 {
 		return fmt.Errorf("%w: over %d bytes", ErrTooLarge, limit)
+	}
+	if !errors.Is(err, io.EOF) {
+		return errors.New("invalid JSON: trailing data after the object")
 	}
 	return nil
 }

@@ -61,8 +61,9 @@ func RequireToken(token string, open []string, next http.Handler) http.Handler {
 				return
 			}
 		}
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || subtle.ConstantTimeCompare([]byte(got), want) != 1 {
+		// The scheme name is case-insensitive (RFC 9110 §11.1).
+		scheme, got, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(got), want) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="llorch"`)
 			WriteError(w, http.StatusUnauthorized, Error{Code: CodeUnauthorized, Message: "missing or wrong bearer token"})
 			return

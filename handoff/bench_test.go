@@ -41,7 +41,12 @@ func BenchmarkHandoffToReady(b *testing.B) {
 			ctx, cancel := context.WithCancel(context.Background())
 			done := make(chan error, 1)
 			go func() { done <- w.Run(ctx) }()
-			defer func() { cancel(); _ = <-done }()
+			defer func() {
+				cancel()
+				if err := <-done; err != nil {
+					b.Error(err)
+				}
+			}()
 
 			latencies := make([]time.Duration, 0, 1024)
 			for i := 0; b.Loop(); i++ {

@@ -72,9 +72,19 @@ type Watcher struct {
 	known map[string]fileStamp
 }
 
+// fileStamp is what a scan compares to decide whether a file changed. Size
+// and modification time alone miss a same-size replacement written within
+// one tick of the file-time clock (a few ms on Linux), so the file's
+// identity is compared too: a replacement renamed into place is a new file.
 type fileStamp struct {
-	mod  time.Time
-	size int64
+	info os.FileInfo
+}
+
+// unchanged reports whether info describes the file st was taken from, as
+// it was then.
+func (st fileStamp) unchanged(info os.FileInfo) bool {
+	return st.info != nil && os.SameFile(st.info, info) &&
+		st.info.ModTime().Equal(info.ModTime()) && st.info.Size() == info.Size()
 }
 
 // NewWatcher builds a Watcher and registers its metrics.
@@ -207,11 +217,10 @@ func (w *Watcher) rescan() {
 		}
 		path := filepath.Join(w.opts.Dir, e.Name())
 		seen[path] = true
-		info, err := e.Info()
-		if err != nil {
-			continue // removed since ReadDir; handled below on the next scan
-		}
-		if st, ok := w.known[path]; ok && st.mod.Equal(info.ModTime()) && st.size == info.Size() {
+		// os.Stat, as load uses, rather than e.Info: for a symlink the two
+		// differ and the file would be re-read on every scan. An error
+		// (removed since ReadDir, dangling link) is left to load.
+		if info, err := os.Stat(path); err == nil && w.known[path].unchanged(info) {
 			continue
 		}
 		w.load(path, start)
@@ -225,6 +234,9 @@ func (w *Watcher) rescan() {
 
 func (w *Watcher) load(path string, since time.Time) {
 	info, statErr := os.Stat(path)
+	if statErr == nil && info.IsDir() {
+		return // a directory named *.json is not a handoff file
+	}
 	h, err := ReadFile(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -245,7 +257,7 @@ func (w *Watcher) load(path string, since time.Time) {
 	// Remember bad files too, so polling does not re-read and re-log them
 	// until they change.
 	if statErr == nil {
-		w.known[path] = fileStamp{mod: info.ModTime(), size: info.Size()}
+		w.known[path] = fileStamp{info: info}
 	}
 }
 
