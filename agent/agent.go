@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/llorch/llorch/api"
+	"github.com/llorch/llorch/backoff"
 	"github.com/llorch/llorch/pool"
 )
 
@@ -28,7 +29,7 @@ type Options struct {
 	ControlPlane      ControlPlane
 	Pools             *pool.Table
 	HeartbeatInterval time.Duration
-	Backoff           Backoff
+	Backoff           backoff.Backoff
 	// RequestTimeout bounds each call to the control plane.
 	RequestTimeout time.Duration
 	Logger         *slog.Logger
@@ -53,7 +54,7 @@ func New(opts Options) (*Agent, error) {
 		opts.RequestTimeout = 5 * time.Second
 	}
 	if opts.Backoff.Base <= 0 {
-		opts.Backoff = Backoff{Base: 500 * time.Millisecond, Max: 30 * time.Second}
+		opts.Backoff = backoff.Backoff{Base: 500 * time.Millisecond, Max: 30 * time.Second}
 	}
 	m, err := newMetrics(opts.Registerer)
 	if err != nil {

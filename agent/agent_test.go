@@ -17,6 +17,7 @@ import (
 
 	"github.com/llorch/llorch/agent"
 	"github.com/llorch/llorch/api"
+	"github.com/llorch/llorch/backoff"
 	"github.com/llorch/llorch/handoff"
 	"github.com/llorch/llorch/pool"
 )
@@ -169,7 +170,7 @@ func newHarness(t *testing.T, cp *fakeControlPlane, interval time.Duration) *har
 		ControlPlane:      cp,
 		Pools:             h.pools,
 		HeartbeatInterval: interval,
-		Backoff:           agent.Backoff{Base: time.Millisecond, Max: 5 * time.Millisecond},
+		Backoff:           backoff.Backoff{Base: time.Millisecond, Max: 5 * time.Millisecond},
 		Logger:            slog.New(slog.DiscardHandler),
 		Registerer:        h.reg,
 	})

@@ -1,4 +1,7 @@
-package agent
+// Package backoff computes capped exponential retry delays with jitter,
+// used wherever llorch retries against something that may be down: agent
+// registration, engine restarts.
+package backoff
 
 import (
 	"math/rand/v2"
