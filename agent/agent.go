@@ -153,27 +153,42 @@ func (a *Agent) heartbeat(ctx context.Context, draining bool) (time.Duration, er
 	return time.Duration(resp.NextHeartbeatMS) * time.Millisecond, nil
 }
 
-// Shutdown drains every pool, tells the control plane in a last heartbeat,
-// and deregisters. Call it after Run has returned; ctx bounds the whole
-// sequence. It returns the first error but always tries every step.
-func (a *Agent) Shutdown(ctx context.Context) error {
+// Drain marks every pool draining and tells the control plane in a last
+// heartbeat, so it places no new work here. Call it after Run has returned.
+func (a *Agent) Drain(ctx context.Context) error {
 	a.opts.Pools.DrainAll()
 	if !a.registered {
 		return nil
 	}
-	nodeID := a.opts.Registration.NodeID
-	_, hbErr := a.heartbeat(ctx, true)
-	if hbErr != nil {
-		a.log.Warn("final draining heartbeat failed", "err", hbErr)
+	if _, err := a.heartbeat(ctx, true); err != nil {
+		a.log.Warn("final draining heartbeat failed", "err", err)
+		return err
+	}
+	return nil
+}
+
+// Deregister removes the node from the control plane.
+func (a *Agent) Deregister(ctx context.Context) error {
+	if !a.registered {
+		return nil
 	}
 	dctx, cancel := context.WithTimeout(ctx, a.opts.RequestTimeout)
 	defer cancel()
-	err := a.opts.ControlPlane.Deregister(dctx, nodeID)
-	if err != nil {
+	if err := a.opts.ControlPlane.Deregister(dctx, a.opts.Registration.NodeID); err != nil {
 		a.log.Warn("deregistration failed", "err", err)
 		return err
 	}
 	a.setRegistered(false)
 	a.log.Info("deregistered from control plane")
-	return hbErr
+	return nil
+}
+
+// Shutdown is Drain then Deregister, for an agent with no in-flight work to
+// wait for in between. It tries both and returns the first error.
+func (a *Agent) Shutdown(ctx context.Context) error {
+	drainErr := a.Drain(ctx)
+	if err := a.Deregister(ctx); err != nil {
+		return err
+	}
+	return drainErr
 }

@@ -7,7 +7,9 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
@@ -22,6 +24,7 @@ import (
 	"github.com/llorch/llorch/config"
 	"github.com/llorch/llorch/handoff"
 	"github.com/llorch/llorch/pool"
+	"github.com/llorch/llorch/supervisor"
 	"github.com/llorch/llorch/version"
 )
 
@@ -44,7 +47,19 @@ func newApp() *cli.App {
 			&cli.StringFlag{Name: "runtime-dir", Value: ".runtime/engines", Usage: "directory of engine handoff files", EnvVars: []string{"POOL_MANAGERD_RUNTIME_DIR"}},
 			config.DurationFlag("watch-interval", time.Second, time.Millisecond, "poll interval of the runtime dir when fsnotify is unavailable or --watch-mode=poll", "POOL_MANAGERD_WATCH_INTERVAL_MS"),
 			&cli.StringFlag{Name: "watch-mode", Value: string(handoff.ModeAuto), Usage: "auto (fsnotify, polling if it fails), fsnotify or poll", EnvVars: []string{"POOL_MANAGERD_WATCH_MODE"}},
-			config.DurationFlag("shutdown-timeout", 30*time.Second, time.Second, "bound on the shutdown sequence: final heartbeat and deregistration", "POOL_MANAGERD_SHUTDOWN_TIMEOUT_SECS"),
+			config.DurationFlag("shutdown-timeout", 30*time.Second, time.Second, "bound on each control-plane step of shutdown: final heartbeat, deregistration", "POOL_MANAGERD_SHUTDOWN_TIMEOUT_SECS"),
+			config.DurationFlag("drain-timeout", 30*time.Second, time.Second, "on shutdown, how long to wait for in-flight requests before stopping engines", "POOL_MANAGERD_DRAIN_TIMEOUT_SECS"),
+			&cli.StringFlag{Name: "pools-config", Usage: "YAML file declaring each pool's engine (id, engine, model, slots, ctx_size, device_mask, args, health_timeout); replaces --pools and the --engine flags", EnvVars: []string{"POOL_MANAGERD_POOLS_CONFIG"}},
+			&cli.StringFlag{Name: "engine", Usage: "launch an engine for each of --pools: \"sim\" (llorch sim-engine) or the path of llama-server; empty: engines are started by someone else and announced by handoff files", EnvVars: []string{"POOL_MANAGERD_ENGINE"}},
+			&cli.StringFlag{Name: "model", Usage: "model (GGUF path) for --engine", EnvVars: []string{"POOL_MANAGERD_MODEL"}},
+			&cli.IntFlag{Name: "engine-slots", Value: supervisor.DefaultSlots, Usage: "slots (-np) of each engine", EnvVars: []string{"POOL_MANAGERD_ENGINE_SLOTS"}},
+			&cli.IntFlag{Name: "engine-ctx-size", Value: supervisor.DefaultCtxSize, Usage: "total context (-c) of each engine", EnvVars: []string{"POOL_MANAGERD_ENGINE_CTX_SIZE"}},
+			&cli.StringFlag{Name: "engine-args", Usage: "extra engine flags, space-separated (e.g. \"-ngl 99\", or \"--tokens-per-second 80\" for sim)", EnvVars: []string{"POOL_MANAGERD_ENGINE_ARGS"}},
+			config.DurationFlag("engine-health-timeout", supervisor.DefaultHealthTimeout, time.Second, "how long an engine may take to answer /health 200 after start", "POOL_MANAGERD_ENGINE_HEALTH_TIMEOUT_SECS"),
+			&cli.IntFlag{Name: "engine-max-crashes", Value: 5, Usage: "crashes within --engine-crash-window that open an engine's circuit breaker (no more restarts until the cooldown)", EnvVars: []string{"POOL_MANAGERD_ENGINE_MAX_CRASHES"}},
+			config.DurationFlag("engine-crash-window", 5*time.Minute, time.Second, "window in which --engine-max-crashes counts", "POOL_MANAGERD_ENGINE_CRASH_WINDOW_SECS"),
+			config.DurationFlag("engine-breaker-cooldown", 5*time.Minute, time.Second, "how long an open breaker waits before one more start", "POOL_MANAGERD_ENGINE_BREAKER_COOLDOWN_SECS"),
+			&cli.StringFlag{Name: "sim-binary", Usage: "llorch binary that runs sim-engine (default: llorch next to this program, else on PATH)", EnvVars: []string{"POOL_MANAGERD_SIM_BINARY"}},
 		}, config.LogFlags()...),
 		Action:       run,
 		OnUsageError: config.UsageError,
@@ -61,7 +76,11 @@ type settings struct {
 	cloud                   bool
 	controlPlaneURL         string
 	heartbeatInterval       time.Duration
+	drainTimeout            time.Duration
 	registration            api.RegisterRequest
+	engines                 []supervisor.Spec
+	simBinary               string
+	breaker                 supervisor.Breaker
 }
 
 func parseSettings(c *cli.Context) (settings, error) {
@@ -74,6 +93,15 @@ func parseSettings(c *cli.Context) (settings, error) {
 		heartbeatInterval: config.GetDuration(c, "heartbeat-interval"),
 		watchInterval:     config.GetDuration(c, "watch-interval"),
 		shutdownTimeout:   config.GetDuration(c, "shutdown-timeout"),
+		drainTimeout:      config.GetDuration(c, "drain-timeout"),
+		breaker: supervisor.Breaker{
+			MaxCrashes: c.Int("engine-max-crashes"),
+			Window:     config.GetDuration(c, "engine-crash-window"),
+			Cooldown:   config.GetDuration(c, "engine-breaker-cooldown"),
+		},
+	}
+	if s.breaker.MaxCrashes < 1 {
+		return s, fmt.Errorf("--engine-max-crashes/POOL_MANAGERD_ENGINE_MAX_CRASHES %d: want at least 1", s.breaker.MaxCrashes)
 	}
 	var err error
 	if s.watchMode, err = handoff.ParseMode(c.String("watch-mode")); err != nil {
@@ -87,6 +115,18 @@ func parseSettings(c *cli.Context) (settings, error) {
 			return s, fmt.Errorf("--pools/POOL_MANAGERD_POOLS: pool id %q: only letters, digits and -_.: are allowed", p)
 		}
 		s.pools = append(s.pools, p)
+	}
+	if s.engines, err = engineSpecs(c, s.pools); err != nil {
+		return s, err
+	}
+	if len(s.engines) > 0 {
+		s.pools = s.pools[:0]
+		for _, e := range s.engines {
+			s.pools = append(s.pools, e.PoolID)
+		}
+		if s.simBinary, err = simBinary(c.String("sim-binary"), s.engines); err != nil {
+			return s, err
+		}
 	}
 	nodeID := c.String("node-id")
 	if !api.ValidID(nodeID) {
@@ -117,6 +157,82 @@ func parseSettings(c *cli.Context) (settings, error) {
 		return s, err
 	}
 	return s, nil
+}
+
+// engineSpecs returns the engines to launch: from --pools-config, or one
+// per --pools entry when --engine is set, or none.
+func engineSpecs(c *cli.Context, pools []string) ([]supervisor.Spec, error) {
+	if path := c.String("pools-config"); path != "" {
+		if c.IsSet("engine") || c.IsSet("pools") {
+			return nil, errors.New("--pools-config/POOL_MANAGERD_POOLS_CONFIG declares pools and engines: drop --pools and --engine")
+		}
+		specs, err := supervisor.LoadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("--pools-config/POOL_MANAGERD_POOLS_CONFIG: %w", err)
+		}
+		return specs, nil
+	}
+	eng := c.String("engine")
+	if eng == "" {
+		return nil, nil
+	}
+	specs := make([]supervisor.Spec, 0, len(pools))
+	for _, id := range pools {
+		spec := supervisor.Spec{
+			PoolID: id, Engine: eng, Model: c.String("model"),
+			Slots: c.Int("engine-slots"), CtxSize: c.Int("engine-ctx-size"),
+			Args: strings.Fields(c.String("engine-args")),
+		}
+		if err := spec.Normalize(); err != nil {
+			return nil, fmt.Errorf("--engine/POOL_MANAGERD_ENGINE for pool %s: %w", id, err)
+		}
+		spec.SetHealthTimeout(config.GetDuration(c, "engine-health-timeout"))
+		specs = append(specs, spec)
+	}
+	return specs, nil
+}
+
+// simBinary finds the llorch binary for engine "sim": the flag, else next to
+// this program, else on PATH. Engines given by path are checked to exist.
+func simBinary(flag string, specs []supervisor.Spec) (string, error) {
+	needSim := false
+	for _, s := range specs {
+		if s.Engine == supervisor.EngineSim {
+			needSim = true
+			continue
+		}
+		if _, err := exec.LookPath(s.Engine); err != nil {
+			return "", fmt.Errorf("pool %s: engine %q: %w", s.PoolID, s.Engine, err)
+		}
+	}
+	if !needSim {
+		return "", nil
+	}
+	if flag != "" {
+		if _, err := exec.LookPath(flag); err != nil {
+			return "", fmt.Errorf("--sim-binary/POOL_MANAGERD_SIM_BINARY %q: %w", flag, err)
+		}
+		return flag, nil
+	}
+	if self, err := os.Executable(); err == nil {
+		beside := filepath.Join(filepath.Dir(self), "llorch")
+		if _, err := os.Stat(beside); err == nil {
+			return beside, nil
+		}
+	}
+	path, err := exec.LookPath("llorch")
+	if err != nil {
+		return "", errors.New(`engine "sim" needs the llorch binary: none next to pool-managerd or on PATH (set --sim-binary/POOL_MANAGERD_SIM_BINARY)`)
+	}
+	return path, nil
+}
+
+// step runs one shutdown step within timeout; its failure is logged by the
+// step itself and does not stop the sequence.
+func step(timeout time.Duration, fn func(context.Context) error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	_ = fn(ctx)
 }
 
 func requireURL(raw, name string) error {
@@ -183,6 +299,23 @@ func run(c *cli.Context) error {
 	}
 	log.Info("pool-managerd listening", attrs...)
 
+	var sup *supervisor.Supervisor
+	if len(s.engines) > 0 {
+		sup, err = supervisor.New(supervisor.Options{
+			RuntimeDir: s.runtimeDir, SimBinary: s.simBinary, Errors: pools, Breaker: s.breaker,
+			Logger: log, Registerer: metricsReg,
+		})
+		if err != nil {
+			return err
+		}
+		defer sup.Shutdown() // also on an early error return: no orphan engines
+		for _, spec := range s.engines {
+			if err := sup.Start(spec); err != nil {
+				return err
+			}
+		}
+	}
+
 	var a *agent.Agent
 	agentDone := make(chan struct{})
 	if s.cloud {
@@ -209,17 +342,24 @@ func run(c *cli.Context) error {
 			return fmt.Errorf("handoff watcher: %w", err)
 		}
 	}
+	// SPEC §4: stop taking work, say so in a final heartbeat, wait for
+	// in-flight work, deregister, stop the engines.
 	log.Info("shutting down: draining pools")
-	if a == nil {
-		pools.DrainAll()
-	} else {
+	pools.DrainAll()
+	if a != nil {
 		<-agentDone
-		sctx, cancel := context.WithTimeout(context.Background(), s.shutdownTimeout)
-		err := a.Shutdown(sctx)
+		step(s.shutdownTimeout, a.Drain)
+	}
+	if sup != nil {
+		dctx, cancel := context.WithTimeout(context.Background(), s.drainTimeout)
+		sup.Drain(dctx)
 		cancel()
-		if err != nil && !errors.Is(err, context.Canceled) {
-			log.Warn("shutdown incomplete", "err", err)
-		}
+	}
+	if a != nil {
+		step(s.shutdownTimeout, a.Deregister)
+	}
+	if sup != nil {
+		sup.Shutdown()
 	}
 	stopServing()
 	if err := <-serveErr; err != nil {

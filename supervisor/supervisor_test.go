@@ -1,0 +1,378 @@
+package supervisor
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.uber.org/goleak"
+
+	"github.com/llorch/llorch/backoff"
+	"github.com/llorch/llorch/handoff"
+	"github.com/llorch/llorch/simengine"
+)
+
+// The test binary doubles as the engine: with fakeEngineEnv set it reads
+// llama-server's flags and behaves as the variable says.
+const fakeEngineEnv = "LLORCH_SUPERVISOR_TEST_ENGINE"
+
+func TestMain(m *testing.M) {
+	if mode := os.Getenv(fakeEngineEnv); mode != "" {
+		os.Exit(fakeEngine(mode, os.Args[1:]))
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// fakeEngine modes: serve (the simulator), crash (exit 3 at once),
+// loading (503 forever), stubborn (serve, ignore SIGTERM).
+func fakeEngine(mode string, args []string) int {
+	if len(args) > 0 && args[0] == "sim-engine" {
+		args = args[1:]
+	}
+	flags := map[string]string{}
+	for i := 0; i < len(args); i++ {
+		if strings.HasPrefix(args[i], "-") && i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") {
+			flags[args[i]] = args[i+1]
+			i++
+		}
+	}
+	if mode == "crash" {
+		fmt.Fprintln(os.Stderr, "error: failed to load model", flags["-m"])
+		return 3
+	}
+	var np int
+	fmt.Sscan(flags["-np"], &np)
+	srv := simengine.New(simengine.Config{Model: flags["-m"], Parallel: np, CtxSize: 4096, Metrics: true, Slots: true, TokensPerSecond: 100})
+	h := srv.Handler()
+	if mode == "loading" {
+		h = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) })
+	}
+	if mode == "stubborn" {
+		signal.Ignore(syscall.SIGTERM)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:"+flags["--port"])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	_ = http.Serve(ln, h)
+	return 0
+}
+
+type errorSink struct {
+	mu   sync.Mutex
+	last map[string]string
+}
+
+func (e *errorSink) SetLastError(pool, msg string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.last == nil {
+		e.last = map[string]string{}
+	}
+	e.last[pool] = msg
+}
+
+func (e *errorSink) get(pool string) string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.last[pool]
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+type fixture struct {
+	sup  *Supervisor
+	dir  string
+	errs *errorSink
+	reg  *prometheus.Registry
+}
+
+func newFixture(t *testing.T, mode string, opts Options) *fixture {
+	t.Helper()
+	t.Setenv(fakeEngineEnv, mode)
+	f := &fixture{dir: t.TempDir(), errs: &errorSink{}, reg: prometheus.NewRegistry()}
+	opts.RuntimeDir, opts.Errors, opts.Registerer = f.dir, f.errs, f.reg
+	opts.SimBinary = os.Args[0]
+	opts.Logger = slog.New(slog.DiscardHandler)
+	if opts.Backoff.Base == 0 {
+		opts.Backoff = backoff.Backoff{Base: 5 * time.Millisecond, Max: 20 * time.Millisecond}
+	}
+	if opts.ProbeInterval == 0 {
+		opts.ProbeInterval = 50 * time.Millisecond
+	}
+	sup, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.sup = sup
+	t.Cleanup(sup.Shutdown)
+	return f
+}
+
+func (f *fixture) start(t *testing.T, spec Spec) {
+	t.Helper()
+	if err := spec.Normalize(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.sup.Start(spec); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// announced returns the pool's handoff file, if present and valid.
+func (f *fixture) announced(pool string) (handoff.Handoff, bool) {
+	h, err := handoff.ReadFile(filepath.Join(f.dir, pool+"_r0.json"))
+	return h, err == nil
+}
+
+func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
+
+func simSpec(pool string) Spec {
+	return Spec{PoolID: pool, Engine: EngineSim, Model: "/models/stories260K.gguf", Slots: 2}
+}
+
+func TestStartAnnouncesAReadyEngine(t *testing.T) {
+	f := newFixture(t, "serve", Options{})
+	f.start(t, simSpec("pool-0"))
+	var h handoff.Handoff
+	waitFor(t, "handoff file", func() (ok bool) { h, ok = f.announced("pool-0"); return ok })
+	if h.SlotsTotal != 2 || h.Model.ID != "stories260K.gguf" || h.EngineVersion != simengine.BuildInfo || h.Engine != "llamacpp" || !strings.HasPrefix(h.URL, "http://127.0.0.1:") {
+		t.Fatalf("handoff = %+v", h)
+	}
+	if h.PID != f.sup.PIDs()["pool-0"] || !alive(h.PID) {
+		t.Fatalf("handoff pid %d, supervisor pid %d", h.PID, f.sup.PIDs()["pool-0"])
+	}
+	resp, err := http.Get(h.URL + "/health")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("engine /health = %d", resp.StatusCode)
+	}
+	if got := testutil.ToFloat64(f.sup.metrics.up.WithLabelValues("pool-0")); got != 1 {
+		t.Fatalf("llorch_engine_up = %v", got)
+	}
+	if _, err := os.Stat(filepath.Join(f.dir, "pool-0_r0.log")); err != nil {
+		t.Fatalf("engine log not captured: %v", err)
+	}
+	f.sup.Shutdown()
+	if alive(h.PID) {
+		t.Fatalf("engine %d still alive after Shutdown", h.PID)
+	}
+	if _, ok := f.announced("pool-0"); ok {
+		t.Fatal("handoff file left after Shutdown")
+	}
+}
+
+func TestCrashedEngineIsRestarted(t *testing.T) {
+	f := newFixture(t, "serve", Options{Backoff: backoff.Backoff{Base: 200 * time.Millisecond, Max: 400 * time.Millisecond}})
+	f.start(t, simSpec("pool-0"))
+	var first handoff.Handoff
+	waitFor(t, "first engine", func() (ok bool) { first, ok = f.announced("pool-0"); return ok })
+	if err := syscall.Kill(first.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// Between the crash and the restart (>= 100 ms of backoff) the pool is
+	// not announced.
+	waitFor(t, "handoff removed after the crash", func() bool { _, ok := f.announced("pool-0"); return !ok })
+	if msg := f.errs.get("pool-0"); !strings.Contains(msg, "engine exited: signal: killed") {
+		t.Fatalf("last error = %q", msg)
+	}
+	var second handoff.Handoff
+	waitFor(t, "restarted engine", func() (ok bool) { second, ok = f.announced("pool-0"); return ok })
+	if second.PID == first.PID || !alive(second.PID) {
+		t.Fatalf("restart pid %d (first %d)", second.PID, first.PID)
+	}
+	if got := testutil.ToFloat64(f.sup.metrics.restarts.WithLabelValues("pool-0")); got != 1 {
+		t.Fatalf("restarts = %v, want 1", got)
+	}
+}
+
+func TestRepeatedCrashesOpenTheBreaker(t *testing.T) {
+	f := newFixture(t, "crash", Options{Breaker: Breaker{MaxCrashes: 3, Window: time.Minute, Cooldown: time.Hour}})
+	f.start(t, simSpec("pool-0"))
+	waitFor(t, "breaker open", func() bool {
+		return testutil.ToFloat64(f.sup.metrics.breakerOpen.WithLabelValues("pool-0")) == 1
+	})
+	msg := f.errs.get("pool-0")
+	for _, want := range []string{"circuit breaker open after 3 crashes", "exit status 3", "failed to load model /models/stories260K.gguf"} {
+		if !strings.Contains(msg, want) {
+			t.Fatalf("last error %q lacks %q", msg, want)
+		}
+	}
+	if got := testutil.ToFloat64(f.sup.metrics.restarts.WithLabelValues("pool-0")); got != 3 {
+		t.Fatalf("restarts = %v, want 3", got)
+	}
+	if pids := f.sup.PIDs(); len(pids) != 0 {
+		t.Fatalf("engines running with the breaker open: %v", pids)
+	}
+	if _, ok := f.announced("pool-0"); ok {
+		t.Fatal("a crashing engine was announced")
+	}
+}
+
+func TestBreakerClosesAfterCooldown(t *testing.T) {
+	f := newFixture(t, "crash", Options{Breaker: Breaker{MaxCrashes: 2, Window: time.Minute, Cooldown: 100 * time.Millisecond}})
+	f.start(t, simSpec("pool-0"))
+	// Two crashes open it, the cooldown passes, one more try crashes: the
+	// counter goes past 2 only if the breaker let a restart through.
+	waitFor(t, "a try after the cooldown", func() bool {
+		return testutil.ToFloat64(f.sup.metrics.restarts.WithLabelValues("pool-0")) >= 3
+	})
+}
+
+func TestEngineNeverHealthy(t *testing.T) {
+	f := newFixture(t, "loading", Options{Breaker: Breaker{MaxCrashes: 1, Window: time.Minute, Cooldown: time.Hour}})
+	spec := simSpec("pool-0")
+	if err := spec.Normalize(); err != nil {
+		t.Fatal(err)
+	}
+	spec.SetHealthTimeout(300 * time.Millisecond)
+	if err := f.sup.Start(spec); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "health timeout", func() bool { return strings.Contains(f.errs.get("pool-0"), "engine not healthy after 300ms") })
+	if pids := f.sup.PIDs(); len(pids) != 0 {
+		t.Fatalf("an unhealthy engine was left running: %v", pids)
+	}
+}
+
+func TestStubbornEngineIsKilled(t *testing.T) {
+	f := newFixture(t, "stubborn", Options{StopGrace: 200 * time.Millisecond})
+	f.start(t, simSpec("pool-0"))
+	var h handoff.Handoff
+	waitFor(t, "engine", func() (ok bool) { h, ok = f.announced("pool-0"); return ok })
+	began := time.Now()
+	f.sup.Shutdown()
+	if alive(h.PID) {
+		t.Fatalf("engine %d survived Shutdown", h.PID)
+	}
+	if took := time.Since(began); took < 200*time.Millisecond {
+		t.Fatalf("stopped in %v: SIGKILL came before the grace period", took)
+	}
+}
+
+func TestDrainWaitsForInFlightRequests(t *testing.T) {
+	f := newFixture(t, "serve", Options{})
+	f.start(t, simSpec("pool-0"))
+	var h handoff.Handoff
+	waitFor(t, "engine", func() (ok bool) { h, ok = f.announced("pool-0"); return ok })
+	// 30 tokens at 100 tokens/s: ~300 ms in flight.
+	done := make(chan error, 1)
+	go func() {
+		resp, err := http.Post(h.URL+"/completion", "application/json", strings.NewReader(`{"prompt":"hi","n_predict":30,"stream":true}`))
+		if err != nil {
+			done <- err
+			return
+		}
+		defer resp.Body.Close()
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if strings.Contains(sc.Text(), `"stop":true`) {
+				done <- nil
+				return
+			}
+		}
+		done <- errors.New("stream ended without its final chunk")
+	}()
+	waitFor(t, "request in flight", func() bool {
+		resp, err := http.Get(h.URL + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if sc.Text() == "llamacpp:requests_processing 1" {
+				return true
+			}
+		}
+		return false
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	f.sup.Drain(ctx)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	default:
+		t.Fatal("Drain returned while the request was still streaming")
+	}
+	f.sup.Shutdown()
+	if alive(h.PID) {
+		t.Fatal("engine alive after Shutdown")
+	}
+}
+
+func TestDrainDeadline(t *testing.T) {
+	f := newFixture(t, "serve", Options{})
+	f.start(t, simSpec("pool-0"))
+	var h handoff.Handoff
+	waitFor(t, "engine", func() (ok bool) { h, ok = f.announced("pool-0"); return ok })
+	ctx, cancelReq := context.WithCancel(context.Background())
+	defer cancelReq()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, h.URL+"/completion", strings.NewReader(`{"prompt":"hi","n_predict":3000,"stream":true}`))
+	go func() {
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body) // stream until cancelled
+			resp.Body.Close()
+		}
+	}()
+	waitFor(t, "request in flight", func() bool {
+		resp, err := http.Get(h.URL + "/slots")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var b strings.Builder
+		_, _ = bufio.NewReader(resp.Body).WriteTo(&b)
+		return strings.Contains(b.String(), `"is_processing":true`)
+	})
+	dctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	began := time.Now()
+	f.sup.Drain(dctx)
+	if took := time.Since(began); took > 2*time.Second {
+		t.Fatalf("Drain took %v past its 200ms deadline", took)
+	}
+	cancelReq()
+}
+
+func TestStartRefusesSimWithoutBinary(t *testing.T) {
+	sup, err := New(Options{RuntimeDir: t.TempDir(), Errors: &errorSink{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sup.Shutdown()
+	if err := sup.Start(simSpec("p")); err == nil || !strings.Contains(err.Error(), "llorch binary") {
+		t.Fatalf("err = %v", err)
+	}
+}
