@@ -75,7 +75,7 @@ func LoadFile(path string) ([]Spec, error) {
 // Normalize fills defaults and validates the spec.
 func (s *Spec) Normalize() error {
 	if !api.ValidID(s.PoolID) {
-		return fmt.Errorf("id %q: want letters, digits and -_.:", s.PoolID)
+		return fmt.Errorf("id %q: only letters, digits and -_.: are allowed", s.PoolID)
 	}
 	if s.Engine == "" {
 		return errors.New("engine is required: \"sim\" or the path of llama-server")

@@ -37,7 +37,7 @@ func TestLoadFile(t *testing.T) {
 		{name: "no pools", yaml: "pools: []\n", wantErr: "no pools"},
 		{name: "missing engine", yaml: "pools:\n  - id: p\n", wantErr: "engine is required"},
 		{name: "llama-server needs a model", yaml: "pools:\n  - id: p\n    engine: llama-server\n", wantErr: "model is required"},
-		{name: "bad id", yaml: "pools:\n  - id: 'a b'\n    engine: sim\n", wantErr: "id \"a b\""},
+		{name: "bad id", yaml: "pools:\n  - id: 'a b'\n    engine: sim\n", wantErr: "id \"a b\": only letters"},
 		{name: "duplicate", yaml: "pools:\n  - {id: p, engine: sim}\n  - {id: p, engine: sim}\n", wantErr: "declared twice"},
 		{name: "ctx below slots", yaml: "pools:\n  - {id: p, engine: sim, slots: 8, ctx_size: 4}\n", wantErr: "ctx_size >= slots"},
 		{name: "bad timeout", yaml: "pools:\n  - {id: p, engine: sim, health_timeout: soon}\n", wantErr: "health_timeout"},

@@ -447,14 +447,15 @@ func (r *runner) terminate(cmd *exec.Cmd, exited chan error) {
 	_ = syscall.Kill(-pgid, syscall.SIGTERM)
 	t := time.NewTimer(r.sup.opts.StopGrace)
 	defer t.Stop()
+	var how error
 	select {
-	case <-exited:
+	case how = <-exited:
 	case <-t.C:
 		r.log.Warn("engine ignored SIGTERM: killing it", "pid", pgid, "grace", r.sup.opts.StopGrace)
 		_ = syscall.Kill(-pgid, syscall.SIGKILL)
-		<-exited
+		how = <-exited
 	}
-	r.log.Info("engine stopped", "pid", pgid)
+	r.log.Info("engine stopped", "pid", pgid, "exit", exitError(how))
 }
 
 // exitError names how a process ended.

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -55,8 +56,11 @@ func fakeEngine(mode string, args []string) int {
 		fmt.Fprintln(os.Stderr, "error: failed to load model", flags["-m"])
 		return 3
 	}
-	var np int
-	fmt.Sscan(flags["-np"], &np)
+	np, err := strconv.Atoi(flags["-np"])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "-np:", err)
+		return 1
+	}
 	srv := simengine.New(simengine.Config{Model: flags["-m"], Parallel: np, CtxSize: 4096, Metrics: true, Slots: true, TokensPerSecond: 100})
 	h := srv.Handler()
 	if mode == "loading" {
