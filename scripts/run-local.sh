@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # A local llorch fleet on 127.0.0.1: orchestratord (cloud profile) and
-# NODES node agents, each with its own runtime dir under .run/. Prints the
-# fleet, then runs until Ctrl-C (or for RUN_FOR seconds) and stops every
+# NODES node agents, each launching engines for its pools — the simulator
+# (llorch sim-engine) by default, or a real llama-server when LLAMA_SERVER
+# and MODEL are set. Prints the fleet and streams a few tokens from one
+# engine, then runs until Ctrl-C (or for RUN_FOR seconds) and stops every
 # process it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-NODES=${NODES:-2}
+NODES=${NODES:-3}
+LLAMA_SERVER=${LLAMA_SERVER:-}
+MODEL=${MODEL:-}
 CP_PORT=${CP_PORT:-8080}
 AGENT_BASE_PORT=${AGENT_BASE_PORT:-9200}
 RUN_FOR=${RUN_FOR:-}
@@ -44,6 +48,17 @@ wait_healthy() {
   return 1
 }
 
+engine_flags=(--engine sim --model /models/stories260K.gguf)
+engine_desc="simulated engines (llorch sim-engine)"
+if [ -n "$LLAMA_SERVER" ]; then
+  if [ -z "$MODEL" ]; then
+    echo "LLAMA_SERVER is set: also set MODEL to a GGUF file (e.g. ../shared/models/stories260K.gguf)" >&2
+    exit 1
+  fi
+  engine_flags=(--engine "$LLAMA_SERVER" --model "$(realpath "$MODEL")" --engine-ctx-size 1024)
+  engine_desc="llama-server ($LLAMA_SERVER, model $MODEL)"
+fi
+
 mkdir -p "$RUN_DIR"
 CP_URL="http://127.0.0.1:$CP_PORT"
 "$BIN/orchestratord" --cloud-profile --addr "127.0.0.1:$CP_PORT" \
@@ -54,25 +69,37 @@ wait_healthy "$CP_URL"
 for i in $(seq 1 "$NODES"); do
   port=$((AGENT_BASE_PORT + i))
   mkdir -p "$RUN_DIR/node-$i/engines"
+  # node-1 serves two pools; the simulated engines of later nodes are slower,
+  # so the fleet is heterogeneous like a real one.
+  pools=pool-0
+  [ "$i" = 1 ] && pools=pool-0,pool-1
+  extra=()
+  [ -z "$LLAMA_SERVER" ] && extra=(--engine-args "--tokens-per-second $((120 / i))")
   "$BIN/pool-managerd" --cloud-profile --node-id "node-$i" --addr "127.0.0.1:$port" \
     --address "http://127.0.0.1:$port" --orchestratord-url "$CP_URL" \
     --runtime-dir "$RUN_DIR/node-$i/engines" --heartbeat-interval 2s \
-    --pools pool-0 >"$RUN_DIR/node-$i.log" 2>&1 &
+    --pools "$pools" "${engine_flags[@]}" "${extra[@]}" >"$RUN_DIR/node-$i.log" 2>&1 &
   pids+=($!)
   wait_healthy "http://127.0.0.1:$port"
 done
 
-# Registration is immediate; give the first heartbeats a moment.
-for _ in $(seq 50); do
-  [ "$("$BIN/llorch" --url "$CP_URL" nodes -o json | grep -c '"status": "online"')" -ge "$NODES" ] && break
+# Wait until every node's engines are announced ready (a real model may
+# take a while to load).
+pools_total=$((NODES + 1))
+for _ in $(seq 1200); do
+  [ "$("$BIN/llorch" --url "$CP_URL" nodes -o json | grep -c '"ready": true')" -ge "$pools_total" ] && break
   sleep 0.1
 done
+engine_url=$(curl -fsS "http://127.0.0.1:$((AGENT_BASE_PORT + 1))/pools/pool-0/status" | sed -n 's/.*"url":"\([^"]*\)".*/\1/p')
 
 cat <<EOT
 
-llorch fleet on 127.0.0.1: control plane $CP_URL, $NODES node agents.
+llorch fleet on 127.0.0.1: control plane $CP_URL, $NODES node agents, $engine_desc.
 
 $("$BIN/llorch" --url "$CP_URL" nodes)
+
+node-1's pool-0 engine at $engine_url, streaming 8 tokens:
+$(curl -sN "$engine_url/completion" -d '{"prompt":"Once upon a time","n_predict":8,"stream":true}' | sed -n 's/^data: .*"content":"\([^"]*\)".*"stop":false.*/\1/p' | tr -d '\n')
 
 Look around:
   $BIN/llorch --url $CP_URL nodes          the fleet (add -o json for scripts)
@@ -80,10 +107,10 @@ Look around:
   curl $CP_URL/metrics                   control plane metrics
   curl http://127.0.0.1:$((AGENT_BASE_PORT + 1))/metrics          node-1's exporter
   curl http://127.0.0.1:$((AGENT_BASE_PORT + 1))/pools/pool-0/status
-Announce an engine on node-1 (a handoff file; the pool turns ready):
-  echo '{"pool_id":"pool-0","engine":"llamacpp","engine_version":"b4747","url":"http://127.0.0.1:8081","slots":4}' \\
-    > $RUN_DIR/node-1/engines/.tmp && mv $RUN_DIR/node-1/engines/.tmp $RUN_DIR/node-1/engines/pool-0_r0.json
-Logs: $RUN_DIR/*.log
+  curl $engine_url/metrics                the engine's own metrics (llamacpp:*)
+Kill an engine and watch its agent restart it:
+  kill \$(sed -n 's/.*"pid": *\([0-9]*\).*/\1/p' $RUN_DIR/node-2/engines/pool-0_r0.json); $BIN/llorch --url $CP_URL nodes
+Logs: $RUN_DIR/*.log, engine logs in $RUN_DIR/node-*/engines/*.log
 EOT
 
 if [ -n "$RUN_FOR" ]; then
