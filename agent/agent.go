@@ -23,11 +23,23 @@ type ControlPlane interface {
 
 var _ ControlPlane = (*api.Client)(nil)
 
+// GPUReporter supplies the live GPU facts of registration and heartbeats
+// (the exporter's inventory of the GPU source).
+type GPUReporter interface {
+	GPUInfo() []api.GPUInfo
+	GPUState() []api.GPUState
+	// PoolVRAM sums the memory of a device mask's GPUs; ok is false
+	// without fresh readings.
+	PoolVRAM(mask string) (total, free uint64, ok bool)
+}
+
 // Options configure an Agent.
 type Options struct {
-	Registration      api.RegisterRequest
-	ControlPlane      ControlPlane
-	Pools             *pool.Table
+	Registration api.RegisterRequest
+	ControlPlane ControlPlane
+	Pools        *pool.Table
+	// GPUs may be nil: the node then reports no GPUs.
+	GPUs              GPUReporter
 	HeartbeatInterval time.Duration
 	Backoff           backoff.Backoff
 	// RequestTimeout bounds each call to the control plane.
@@ -119,6 +131,9 @@ func (a *Agent) register(ctx context.Context) error {
 	defer cancel()
 	req := a.opts.Registration
 	req.Pools = a.opts.Pools.IDs()
+	if a.opts.GPUs != nil {
+		req.Capabilities.GPUs = a.opts.GPUs.GPUInfo()
+	}
 	if err := a.opts.ControlPlane.Register(rctx, req); err != nil {
 		a.metrics.registrations.WithLabelValues("error").Inc()
 		return err
@@ -139,6 +154,14 @@ func (a *Agent) heartbeat(ctx context.Context, draining bool) (time.Duration, er
 		Pools:     a.opts.Pools.Snapshot(),
 		GPUs:      []api.GPUState{},
 		Draining:  draining,
+	}
+	if a.opts.GPUs != nil {
+		hb.GPUs = a.opts.GPUs.GPUState()
+		for i := range hb.Pools {
+			if total, free, ok := a.opts.GPUs.PoolVRAM(hb.Pools[i].DeviceMask); ok {
+				hb.Pools[i].VRAMTotalBytes, hb.Pools[i].VRAMFreeBytes = total, free
+			}
+		}
 	}
 	resp, err := a.opts.ControlPlane.Heartbeat(rctx, a.opts.Registration.NodeID, hb)
 	switch {

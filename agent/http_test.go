@@ -15,6 +15,7 @@ import (
 
 	"github.com/llorch/llorch/agent"
 	"github.com/llorch/llorch/api"
+	"github.com/llorch/llorch/exporter"
 	"github.com/llorch/llorch/handoff"
 	"github.com/llorch/llorch/pool"
 )
@@ -32,7 +33,7 @@ func newTestHandler(t *testing.T, tok string) (http.Handler, *pool.Table) {
 	})
 	tab.SetLastError("pool-1", "engine exited: status 1")
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(tab)
+	reg.MustRegister(exporter.New(map[string]exporter.Collector{"pools": exporter.NewPoolsCollector(tab)}, slog.New(slog.DiscardHandler)))
 	return agent.NewHandler(agent.HandlerOptions{
 		Pools:    tab,
 		Token:    tok,

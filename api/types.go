@@ -59,6 +59,9 @@ type PoolState struct {
 	EngineVersion  string   `json:"engine_version"`
 	URL            string   `json:"url"`
 	Models         []string `json:"models"`
+	// DeviceMask names the pool's GPUs (e.g. "0,1"); empty means all of
+	// the node's GPUs.
+	DeviceMask string `json:"device_mask,omitempty"`
 }
 
 // GPUState is live per-GPU state carried by a heartbeat.

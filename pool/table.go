@@ -4,8 +4,6 @@ import (
 	"sort"
 	"sync"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/llorch/llorch/api"
 	"github.com/llorch/llorch/handoff"
 )
@@ -15,14 +13,16 @@ type Table struct {
 	mu      sync.Mutex
 	pools   map[string]*entry
 	changes chan struct{}
-
-	readyDesc, slotsTotalDesc, slotsFreeDesc, drainingDesc *prometheus.Desc
 }
 
 type entry struct {
 	replicas  map[string]handoff.Handoff // by handoff file path
 	draining  bool
 	lastError string
+	// busy is the engines' processing slots as last scraped; busyKnown is
+	// false when no scrape succeeded, and the handoff files' counts stand.
+	busy      int
+	busyKnown bool
 }
 
 var _ handoff.Sink = (*Table)(nil)
@@ -31,12 +31,8 @@ var _ handoff.Sink = (*Table)(nil)
 // handoff file announces an engine for them.
 func NewTable(declared []string) *Table {
 	t := &Table{
-		pools:          make(map[string]*entry),
-		changes:        make(chan struct{}, 1),
-		readyDesc:      prometheus.NewDesc("llorch_pool_ready", "1 if the pool has a ready engine replica.", []string{"pool_id"}, nil),
-		slotsTotalDesc: prometheus.NewDesc("llorch_pool_slots_total", "Engine slots of the pool's ready replicas.", []string{"pool_id"}, nil),
-		slotsFreeDesc:  prometheus.NewDesc("llorch_pool_slots_free", "Free engine slots of the pool's ready replicas.", []string{"pool_id"}, nil),
-		drainingDesc:   prometheus.NewDesc("llorch_pool_draining", "1 if the pool is draining.", []string{"pool_id"}, nil),
+		pools:   make(map[string]*entry),
+		changes: make(chan struct{}, 1),
 	}
 	for _, id := range declared {
 		t.pools[id] = &entry{replicas: map[string]handoff.Handoff{}}
@@ -121,6 +117,17 @@ func (t *Table) SetLastError(poolID, msg string) {
 	t.mu.Unlock()
 }
 
+// SetBusySlots records how many of a pool's engine slots are processing, as
+// scraped from the engine; known=false (scrape failed) falls back to the
+// handoff files' counts. Unknown pools are ignored.
+func (t *Table) SetBusySlots(poolID string, busy int, known bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e, ok := t.pools[poolID]; ok {
+		e.busy, e.busyKnown = busy, known
+	}
+}
+
 // IDs returns the pool ids, sorted.
 func (t *Table) IDs() []string {
 	t.mu.Lock()
@@ -184,7 +191,7 @@ func (e *entry) state(id string) api.PoolState {
 		s.SlotsTotal += h.SlotsTotal
 		s.SlotsFree += h.SlotsFree
 		if s.URL == "" {
-			s.Engine, s.EngineVersion, s.URL = h.Engine, h.EngineVersion, h.URL
+			s.Engine, s.EngineVersion, s.URL, s.DeviceMask = h.Engine, h.EngineVersion, h.URL, h.DeviceMask
 		}
 		if m := h.Model.Name(); m != "" && !seen[m] {
 			seen[m] = true
@@ -192,32 +199,8 @@ func (e *entry) state(id string) api.PoolState {
 		}
 	}
 	s.Ready = len(paths) > 0
+	if e.busyKnown && s.Ready {
+		s.SlotsFree = max(0, s.SlotsTotal-e.busy)
+	}
 	return s
-}
-
-var _ prometheus.Collector = (*Table)(nil)
-
-// Describe implements prometheus.Collector.
-func (t *Table) Describe(ch chan<- *prometheus.Desc) {
-	ch <- t.readyDesc
-	ch <- t.slotsTotalDesc
-	ch <- t.slotsFreeDesc
-	ch <- t.drainingDesc
-}
-
-// Collect implements prometheus.Collector.
-func (t *Table) Collect(ch chan<- prometheus.Metric) {
-	for _, s := range t.Snapshot() {
-		ch <- prometheus.MustNewConstMetric(t.readyDesc, prometheus.GaugeValue, boolValue(s.Ready), s.PoolID)
-		ch <- prometheus.MustNewConstMetric(t.slotsTotalDesc, prometheus.GaugeValue, float64(s.SlotsTotal), s.PoolID)
-		ch <- prometheus.MustNewConstMetric(t.slotsFreeDesc, prometheus.GaugeValue, float64(s.SlotsFree), s.PoolID)
-		ch <- prometheus.MustNewConstMetric(t.drainingDesc, prometheus.GaugeValue, boolValue(s.Draining), s.PoolID)
-	}
-}
-
-func boolValue(b bool) float64 {
-	if b {
-		return 1
-	}
-	return 0
 }

@@ -3,12 +3,8 @@ package pool_test
 import (
 	"reflect"
 	"slices"
-	"strings"
 	"testing"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/llorch/llorch/api"
 	"github.com/llorch/llorch/handoff"
@@ -354,60 +350,4 @@ func TestChangesCoalesceAndNeverBlock(t *testing.T) {
 	if got := cap(tab.Changes()); got != 1 {
 		t.Errorf("cap(Changes()) = %d, want 1", got)
 	}
-}
-
-func TestCollector(t *testing.T) {
-	tab := pool.NewTable([]string{"pool-0", "pool-1"})
-	tab.Upsert("/rt/pool-1_r0.json", ho("pool-1", "http://127.0.0.1:8081", 4, 3, "m"))
-	tab.Upsert("/rt/pool-1_r1.json", ho("pool-1", "http://127.0.0.1:8082", 2, 2, "m"))
-	tab.Drain("pool-0")
-
-	const want = `
-# HELP llorch_pool_draining 1 if the pool is draining.
-# TYPE llorch_pool_draining gauge
-llorch_pool_draining{pool_id="pool-0"} 1
-llorch_pool_draining{pool_id="pool-1"} 0
-# HELP llorch_pool_ready 1 if the pool has a ready engine replica.
-# TYPE llorch_pool_ready gauge
-llorch_pool_ready{pool_id="pool-0"} 0
-llorch_pool_ready{pool_id="pool-1"} 1
-# HELP llorch_pool_slots_free Free engine slots of the pool's ready replicas.
-# TYPE llorch_pool_slots_free gauge
-llorch_pool_slots_free{pool_id="pool-0"} 0
-llorch_pool_slots_free{pool_id="pool-1"} 5
-# HELP llorch_pool_slots_total Engine slots of the pool's ready replicas.
-# TYPE llorch_pool_slots_total gauge
-llorch_pool_slots_total{pool_id="pool-0"} 0
-llorch_pool_slots_total{pool_id="pool-1"} 6
-`
-	if err := testutil.CollectAndCompare(tab, strings.NewReader(want)); err != nil {
-		t.Error(err)
-	}
-	// The collector is consistent: registering it on a registry passes the
-	// registry's checks (descriptors match what Collect sends).
-	if n, err := testutil.GatherAndCount(mustRegistry(t, tab)); err != nil || n != 8 {
-		t.Errorf("GatherAndCount = %d, %v; want 8, nil", n, err)
-	}
-
-	// A pool that loses its replica reports not ready at the next scrape.
-	tab.Remove("/rt/pool-1_r0.json")
-	tab.Remove("/rt/pool-1_r1.json")
-	const after = `
-# HELP llorch_pool_ready 1 if the pool has a ready engine replica.
-# TYPE llorch_pool_ready gauge
-llorch_pool_ready{pool_id="pool-0"} 0
-llorch_pool_ready{pool_id="pool-1"} 0
-`
-	if err := testutil.CollectAndCompare(tab, strings.NewReader(after), "llorch_pool_ready"); err != nil {
-		t.Error(err)
-	}
-}
-
-func mustRegistry(t *testing.T, c prometheus.Collector) *prometheus.Registry {
-	t.Helper()
-	reg := prometheus.NewPedanticRegistry()
-	if err := reg.Register(c); err != nil {
-		t.Fatalf("register collector: %v", err)
-	}
-	return reg
 }

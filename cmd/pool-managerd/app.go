@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
@@ -22,6 +23,7 @@ import (
 	"github.com/llorch/llorch/agent"
 	"github.com/llorch/llorch/api"
 	"github.com/llorch/llorch/config"
+	"github.com/llorch/llorch/exporter"
 	"github.com/llorch/llorch/handoff"
 	"github.com/llorch/llorch/pool"
 	"github.com/llorch/llorch/supervisor"
@@ -59,6 +61,12 @@ func newApp() *cli.App {
 			&cli.IntFlag{Name: "engine-max-crashes", Value: 5, Usage: "crashes within --engine-crash-window that open an engine's circuit breaker (no more restarts until the cooldown)", EnvVars: []string{"POOL_MANAGERD_ENGINE_MAX_CRASHES"}},
 			config.DurationFlag("engine-crash-window", 5*time.Minute, time.Second, "window in which --engine-max-crashes counts", "POOL_MANAGERD_ENGINE_CRASH_WINDOW_SECS"),
 			config.DurationFlag("engine-breaker-cooldown", 5*time.Minute, time.Second, "how long an open breaker waits before one more start", "POOL_MANAGERD_ENGINE_BREAKER_COOLDOWN_SECS"),
+			&cli.StringFlag{Name: "gpu-source", Value: "auto", Usage: "where GPU facts come from: auto (NVML, then DCGM if --dcgm-exporter-url, else none), nvml, dcgm, sim, none", EnvVars: []string{"POOL_MANAGERD_GPU_SOURCE"}},
+			&cli.StringFlag{Name: "sim-gpus", Usage: "with --gpu-source sim: the simulated GPUs, [Nx]MODEL:SIZE comma-separated, e.g. 2xH200:141GiB", EnvVars: []string{"POOL_MANAGERD_SIM_GPUS"}},
+			&cli.StringFlag{Name: "dcgm-exporter-url", Usage: "a running dcgm-exporter's metrics URL, e.g. http://127.0.0.1:9400/metrics", EnvVars: []string{"POOL_MANAGERD_DCGM_EXPORTER_URL"}},
+			config.DurationFlag("gpu-poll-interval", 2*time.Second, time.Millisecond, "how often the GPU source is read (off the scrape path)", "POOL_MANAGERD_GPU_POLL_INTERVAL_MS"),
+			config.DurationFlag("gpu-max-age", 0, time.Second, "GPU readings older than this count as missing (default: 3 poll intervals; 90s for dcgm, which samples every 30s)", "POOL_MANAGERD_GPU_MAX_AGE_SECS"),
+			config.DurationFlag("engine-poll-interval", 2*time.Second, time.Millisecond, "how often each pool's engine /metrics and /slots are read", "POOL_MANAGERD_ENGINE_POLL_INTERVAL_MS"),
 			&cli.StringFlag{Name: "sim-binary", Usage: "llorch binary that runs sim-engine (default: llorch next to this program, else on PATH)", EnvVars: []string{"POOL_MANAGERD_SIM_BINARY"}},
 		}, config.LogFlags()...),
 		Action:       run,
@@ -81,6 +89,11 @@ type settings struct {
 	engines                 []supervisor.Spec
 	simBinary               string
 	breaker                 supervisor.Breaker
+	gpuSource               string
+	simGPUs                 []exporter.SimGPUSpec
+	dcgmURL                 string
+	gpuPoll, gpuMaxAge      time.Duration
+	enginePoll              time.Duration
 }
 
 func parseSettings(c *cli.Context) (settings, error) {
@@ -99,6 +112,34 @@ func parseSettings(c *cli.Context) (settings, error) {
 			Window:     config.GetDuration(c, "engine-crash-window"),
 			Cooldown:   config.GetDuration(c, "engine-breaker-cooldown"),
 		},
+	}
+	s.gpuSource, s.dcgmURL = c.String("gpu-source"), c.String("dcgm-exporter-url")
+	s.gpuPoll, s.gpuMaxAge = config.GetDuration(c, "gpu-poll-interval"), config.GetDuration(c, "gpu-max-age")
+	s.enginePoll = config.GetDuration(c, "engine-poll-interval")
+	switch s.gpuSource {
+	case "auto", "nvml", "none":
+	case "dcgm":
+		if s.dcgmURL == "" {
+			return s, errors.New("--gpu-source dcgm needs --dcgm-exporter-url/POOL_MANAGERD_DCGM_EXPORTER_URL")
+		}
+	case "sim":
+		if c.String("sim-gpus") == "" {
+			return s, errors.New("--gpu-source sim needs --sim-gpus/POOL_MANAGERD_SIM_GPUS, e.g. 2xH200:141GiB")
+		}
+	default:
+		return s, fmt.Errorf("--gpu-source/POOL_MANAGERD_GPU_SOURCE %q: want auto, nvml, dcgm, sim or none", s.gpuSource)
+	}
+	if v := c.String("sim-gpus"); v != "" {
+		specs, err := exporter.ParseSimGPUs(v)
+		if err != nil {
+			return s, fmt.Errorf("--sim-gpus/POOL_MANAGERD_SIM_GPUS: %w", err)
+		}
+		s.simGPUs = specs
+	}
+	if s.dcgmURL != "" {
+		if err := requireURL(s.dcgmURL, "--dcgm-exporter-url/POOL_MANAGERD_DCGM_EXPORTER_URL"); err != nil {
+			return s, err
+		}
 	}
 	if s.breaker.MaxCrashes < 1 {
 		return s, fmt.Errorf("--engine-max-crashes/POOL_MANAGERD_ENGINE_MAX_CRASHES %d: want at least 1", s.breaker.MaxCrashes)
@@ -227,6 +268,87 @@ func simBinary(flag string, specs []supervisor.Spec) (string, error) {
 	return path, nil
 }
 
+// openGPUSource picks the GPU source --gpu-source names and returns its
+// poller; nil for none. An explicitly named source that cannot open stops
+// the program; auto falls through to the next.
+func openGPUSource(s settings, nodeID string, pools *pool.Table, log *slog.Logger) (*exporter.Poller, error) {
+	maxAge := s.gpuMaxAge
+	poller := func(src exporter.GPUSource) *exporter.Poller {
+		age := maxAge
+		if age == 0 {
+			age = 3 * s.gpuPoll
+			if src.Name() == "dcgm" {
+				age = max(age, 90*time.Second)
+			}
+		}
+		log.Info("GPU source chosen", "source", src.Name(), "poll_interval", s.gpuPoll, "max_age", age)
+		return exporter.NewPoller(src, s.gpuPoll, age)
+	}
+	dcgm := func() *exporter.Poller {
+		return poller(exporter.NewDCGMSource(s.dcgmURL, &http.Client{Timeout: s.gpuPoll}))
+	}
+	switch s.gpuSource {
+	case "none":
+		log.Info("GPU source chosen", "source", "none")
+		return nil, nil
+	case "sim":
+		return poller(exporter.NewSimSource(nodeID, s.simGPUs, simLoad(pools))), nil
+	case "dcgm":
+		return dcgm(), nil
+	case "nvml":
+		src, err := exporter.OpenNVML()
+		if err != nil {
+			return nil, fmt.Errorf("--gpu-source nvml: %w", err)
+		}
+		return poller(src), nil
+	}
+	src, err := exporter.OpenNVML()
+	if err == nil {
+		return poller(src), nil
+	}
+	log.Info("NVML unavailable", "err", err)
+	if s.dcgmURL != "" {
+		return dcgm(), nil
+	}
+	log.Warn("no GPU source: GPU metrics are off (llorch_gpu_source_up 0); set --gpu-source sim --sim-gpus to simulate GPUs")
+	return nil, nil
+}
+
+// simLoad reports the pools' engines to the simulated GPUs.
+func simLoad(pools *pool.Table) func() []exporter.SimLoad {
+	return func() []exporter.SimLoad {
+		var out []exporter.SimLoad
+		for _, p := range pools.Snapshot() {
+			if !p.Ready || p.SlotsTotal == 0 {
+				continue
+			}
+			out = append(out, exporter.SimLoad{
+				GPUs:      exporter.DeviceIndices(p.DeviceMask),
+				VRAMBytes: exporter.SimEngineVRAM(p.SlotsTotal),
+				Busy:      float64(p.SlotsTotal-p.SlotsFree) / float64(p.SlotsTotal),
+			})
+		}
+		return out
+	}
+}
+
+// vramAnnotated adds each pool's GPU memory to the table's snapshot for
+// the pools collector.
+type vramAnnotated struct {
+	pools     *pool.Table
+	inventory *exporter.Inventory
+}
+
+func (v vramAnnotated) Snapshot() []api.PoolState {
+	ps := v.pools.Snapshot()
+	for i := range ps {
+		if total, free, ok := v.inventory.PoolVRAM(ps[i].DeviceMask); ok {
+			ps[i].VRAMTotalBytes, ps[i].VRAMFreeBytes = total, free
+		}
+	}
+	return ps
+}
+
 // step runs one shutdown step within timeout; its failure is logged by the
 // step itself and does not stop the sequence.
 func step(timeout time.Duration, fn func(context.Context) error) {
@@ -267,7 +389,6 @@ func run(c *cli.Context) error {
 	metricsReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	pools := pool.NewTable(s.pools)
-	metricsReg.MustRegister(pools)
 	watcher, err := handoff.NewWatcher(handoff.WatcherOptions{
 		Dir: s.runtimeDir, Mode: s.watchMode, PollInterval: s.watchInterval,
 		Sink: pools, Logger: log, Registerer: metricsReg,
@@ -299,6 +420,24 @@ func run(c *cli.Context) error {
 	}
 	log.Info("pool-managerd listening", attrs...)
 
+	poller, err := openGPUSource(s, nodeID, pools, log)
+	if err != nil {
+		return err
+	}
+	inventory := exporter.NewInventory(poller)
+	scraper := exporter.NewEngineScraper(pools, pools, s.enginePoll)
+	sourceName := "none"
+	if poller != nil {
+		sourceName = poller.Source().Name()
+		go poller.Run(serveCtx)
+	}
+	go scraper.Run(serveCtx)
+	metricsReg.MustRegister(exporter.New(map[string]exporter.Collector{
+		"gpu":    exporter.NewGPUCollector(poller, sourceName),
+		"pools":  exporter.NewPoolsCollector(vramAnnotated{pools, inventory}),
+		"engine": exporter.NewEngineCollector(scraper),
+	}, log))
+
 	var sup *supervisor.Supervisor
 	if len(s.engines) > 0 {
 		sup, err = supervisor.New(supervisor.Options{
@@ -323,6 +462,7 @@ func run(c *cli.Context) error {
 			Registration:      s.registration,
 			ControlPlane:      &api.Client{BaseURL: s.controlPlaneURL, Token: s.token, HTTP: &http.Client{Timeout: 10 * time.Second}},
 			Pools:             pools,
+			GPUs:              inventory,
 			HeartbeatInterval: s.heartbeatInterval,
 			Logger:            log,
 			Registerer:        metricsReg,
@@ -330,7 +470,17 @@ func run(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		go func() { defer close(agentDone); a.Run(sigCtx) }()
+		go func() {
+			defer close(agentDone)
+			// Register with the GPU inventory when the source answers fast;
+			// never hold registration hostage to a slow driver.
+			if poller != nil {
+				wctx, cancel := context.WithTimeout(sigCtx, 2*time.Second)
+				poller.WaitFirst(wctx)
+				cancel()
+			}
+			a.Run(sigCtx)
+		}()
 	}
 
 	select {
