@@ -87,13 +87,19 @@ func (c *Client) Complete(ctx context.Context, req CompletionRequest, onChunk fu
 			}
 			continue
 		}
-		var chunk CompletionChunk
-		if err := json.Unmarshal([]byte(ev.Data), &chunk); err != nil {
-			if e := streamError(ev.Data); e != nil {
-				return CompletionChunk{}, e
-			}
+		// An error object decodes into a chunk without complaint, so look
+		// for one in the same pass.
+		var msg struct {
+			CompletionChunk
+			Error *errorDetail `json:"error"`
+		}
+		if err := json.Unmarshal([]byte(ev.Data), &msg); err != nil {
 			return CompletionChunk{}, fmt.Errorf("engine chunk: %w", err)
 		}
+		if msg.Error != nil {
+			return CompletionChunk{}, msg.Error.statusError()
+		}
+		chunk := msg.CompletionChunk
 		if chunk.Stop {
 			return chunk, nil
 		}
@@ -103,14 +109,16 @@ func (c *Client) Complete(ctx context.Context, req CompletionRequest, onChunk fu
 	}
 }
 
-// streamError decodes an error llama-server sends inside a stream
-// (`data: {"error":{...}}`), or returns nil.
-func streamError(data string) error {
-	var eb errorBody
-	if json.Unmarshal([]byte(data), &eb) != nil || eb.Error.Message == "" {
-		return nil
-	}
-	return &StatusError{StatusCode: eb.Error.Code, Type: eb.Error.Type, Message: eb.Error.Message}
+// errorDetail is an error llama-server sends inside a stream once it has
+// answered 200 (`data: {"error":{...}}`).
+type errorDetail struct {
+	Code    int    `json:"code"`
+	Message string `json:"message"`
+	Type    string `json:"type"`
+}
+
+func (e *errorDetail) statusError() error {
+	return &StatusError{StatusCode: e.Code, Type: e.Type, Message: e.Message}
 }
 
 // ChatChunk is one chunk of an OpenAI chat completion stream.
@@ -168,14 +176,17 @@ func (c *Client) ChatStream(ctx context.Context, body map[string]any, onChunk fu
 		case ev.Data == "[DONE]":
 			return nil
 		}
-		var chunk ChatChunk
-		if err := json.Unmarshal([]byte(ev.Data), &chunk); err != nil {
-			if e := streamError(ev.Data); e != nil {
-				return e
-			}
+		var msg struct {
+			ChatChunk
+			Error *errorDetail `json:"error"`
+		}
+		if err := json.Unmarshal([]byte(ev.Data), &msg); err != nil {
 			return fmt.Errorf("engine chunk: %w", err)
 		}
-		if err := onChunk([]byte(ev.Data), chunk); err != nil {
+		if msg.Error != nil {
+			return msg.Error.statusError()
+		}
+		if err := onChunk([]byte(ev.Data), msg.ChatChunk); err != nil {
 			return err
 		}
 	}

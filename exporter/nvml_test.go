@@ -86,8 +86,8 @@ func fakeNVML(f nvmlFixture, procs map[int][]nvml.ProcessInfo) *mock.Interface {
 			GetUtilizationRatesFunc: func() (nvml.Utilization, nvml.Return) {
 				return nvml.Utilization{Gpu: d.Utilization.Gpu, Memory: d.Utilization.Memory}, nvml.SUCCESS
 			},
-			GetTemperatureFunc:       func(nvml.TemperatureSensors) (uint32, nvml.Return) { return d.TemperatureC, nvml.SUCCESS },
-			GetPowerUsageFunc:        func() (uint32, nvml.Return) { return d.PowerMW, nvml.SUCCESS },
+			GetTemperatureFunc:        func(nvml.TemperatureSensors) (uint32, nvml.Return) { return d.TemperatureC, nvml.SUCCESS },
+			GetPowerUsageFunc:         func() (uint32, nvml.Return) { return d.PowerMW, nvml.SUCCESS },
 			GetEnforcedPowerLimitFunc: func() (uint32, nvml.Return) { return d.PowerLimitMW, nvml.SUCCESS },
 			GetClockInfoFunc: func(c nvml.ClockType) (uint32, nvml.Return) {
 				if c != nvml.CLOCK_SM {
@@ -269,11 +269,11 @@ func TestNVMLUnsupportedReadingsAreSkipped(t *testing.T) {
 	}
 	reg := scrapeSource(t, src)
 	for name, want := range map[string]int{
-		"llorch_gpu_power_watts":                 0,
+		"llorch_gpu_power_watts":                  0,
 		"llorch_gpu_ecc_uncorrected_errors_total": 0,
-		"llorch_gpu_memory_reserved_bytes":       0,
-		"llorch_gpu_temperature_celsius":         1,
-		"llorch_gpu_memory_used_bytes":           1,
+		"llorch_gpu_memory_reserved_bytes":        0,
+		"llorch_gpu_temperature_celsius":          1,
+		"llorch_gpu_memory_used_bytes":            1,
 	} {
 		if n, err := testutil.GatherAndCount(reg, name); err != nil || n != want {
 			t.Errorf("%s: %d series (%v), want %d", name, n, err, want)

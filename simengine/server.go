@@ -140,12 +140,16 @@ func (s *Server) Handler() http.Handler {
 	return s.whileLoading(mux)
 }
 
+// loadingBody is llama-server's answer while it loads: its own key order
+// (message, type, code), not the error envelope's (code, message, type).
+const loadingBody = `{"error":{"message":"Loading model","type":"unavailable_error","code":503}}`
+
 // whileLoading answers every route 503 until the model is "loaded", as
 // llama-server does.
 func (s *Server) whileLoading(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if time.Now().Before(s.readyAt) {
-			writeError(w, http.StatusServiceUnavailable, "unavailable_error", "Loading model", nil)
+			writeJSON(w, http.StatusServiceUnavailable, []byte(loadingBody))
 			return
 		}
 		next.ServeHTTP(w, r)

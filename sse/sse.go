@@ -33,6 +33,17 @@ type Event struct {
 // Reader parses an event stream.
 type Reader struct {
 	r *bufio.Reader
+	// skipLF is set after a line ended in \r: a \n that follows belongs
+	// to that line ending. Remembering it, rather than peeking, returns a
+	// \r-terminated line without waiting for the next byte.
+	skipLF bool
+	// The event being assembled; it survives a comment line returned
+	// between two of its fields.
+	typ     string
+	data    strings.Builder
+	hasData bool
+	// lastID is the last event ID buffer: it persists across events.
+	lastID string
 }
 
 // NewReader returns a Reader of r.
@@ -42,11 +53,9 @@ func NewReader(r io.Reader) *Reader {
 
 // Next returns the next event or comment. At the end of the stream it
 // returns io.EOF; an event not terminated by a blank line is discarded, as
-// the format requires (the writer died mid-event).
+// the format requires (the writer died mid-event). An event's ID is the last
+// "id:" field seen so far in the stream, as the format requires.
 func (r *Reader) Next() (Event, error) {
-	var ev Event
-	var data strings.Builder
-	hasData, hasFields := false, false
 	for {
 		line, err := r.readLine()
 		if err != nil {
@@ -56,15 +65,14 @@ func (r *Reader) Next() (Event, error) {
 			return Event{}, err
 		}
 		if line == "" {
-			if !hasFields {
-				continue
-			}
-			if !hasData {
+			if !r.hasData {
 				// Fields without data dispatch nothing; start over.
-				ev, hasFields = Event{}, false
+				r.typ = ""
 				continue
 			}
-			ev.Data = data.String()
+			ev := Event{Type: r.typ, Data: r.data.String(), ID: r.lastID}
+			r.typ, r.hasData = "", false
+			r.data.Reset()
 			return ev, nil
 		}
 		if line[0] == ':' {
@@ -74,19 +82,18 @@ func (r *Reader) Next() (Event, error) {
 		if found {
 			value = strings.TrimPrefix(value, " ")
 		}
-		hasFields = true
 		switch field {
 		case "data":
-			if hasData {
-				data.WriteByte('\n')
+			if r.hasData {
+				r.data.WriteByte('\n')
 			}
-			data.WriteString(value)
-			hasData = true
+			r.data.WriteString(value)
+			r.hasData = true
 		case "event":
-			ev.Type = value
+			r.typ = value
 		case "id":
 			if !strings.ContainsRune(value, 0) {
-				ev.ID = value
+				r.lastID = value
 			}
 		}
 		// "retry" and unknown fields are ignored.
@@ -104,13 +111,17 @@ func (r *Reader) readLine() (string, error) {
 			}
 			return "", err
 		}
+		if r.skipLF {
+			r.skipLF = false
+			if b == '\n' {
+				continue
+			}
+		}
 		switch b {
 		case '\n':
 			return string(buf), nil
 		case '\r':
-			if next, err := r.r.Peek(1); err == nil && next[0] == '\n' {
-				_, _ = r.r.ReadByte()
-			}
+			r.skipLF = true
 			return string(buf), nil
 		}
 		if len(buf) >= MaxLineBytes {
@@ -137,8 +148,10 @@ func NewWriter(w http.ResponseWriter) *Writer {
 	return &Writer{w: w, f: f}
 }
 
-// Event writes one event; typ may be empty. Data with newlines becomes
-// several data lines.
+// Event writes one event; typ may be empty. Data with line breaks (\n,
+// \r\n or \r) becomes several data lines, which a Reader joins with \n; a
+// bare \r is never written inside a line, where a reader would take it for
+// a line break and the rest of the line for a field.
 func (w *Writer) Event(typ string, data []byte) error {
 	var b bytes.Buffer
 	if typ != "" {
@@ -149,10 +162,22 @@ func (w *Writer) Event(typ string, data []byte) error {
 		b.WriteString(typ)
 		b.WriteByte('\n')
 	}
-	for _, line := range bytes.Split(data, []byte("\n")) {
+	for {
+		i := bytes.IndexAny(data, "\r\n")
+		line := data
+		if i >= 0 {
+			line = data[:i]
+		}
 		b.WriteString("data: ")
-		b.Write(bytes.TrimSuffix(line, []byte("\r")))
+		b.Write(line)
 		b.WriteByte('\n')
+		if i < 0 {
+			break
+		}
+		if data[i] == '\r' && i+1 < len(data) && data[i+1] == '\n' {
+			i++
+		}
+		data = data[i+1:]
 	}
 	b.WriteByte('\n')
 	return w.write(b.Bytes())
