@@ -1,0 +1,169 @@
+package scheduler
+
+import (
+	"math"
+	"slices"
+	"time"
+
+	"github.com/llorch/llorch/api"
+)
+
+// Filter plugin names, as flags and explanations spell them.
+const (
+	ReadyName      = "ready"
+	ModelName      = "model"
+	PlacementName  = "placement"
+	DeviceMaskName = "device-mask"
+	VRAMName       = "vram"
+	QuarantineName = "quarantine"
+	CapacityName   = "capacity"
+)
+
+// Ready keeps pools that are ready, not draining, on online nodes.
+type Ready struct{}
+
+var _ FilterPlugin = Ready{}
+
+// Name implements FilterPlugin.
+func (Ready) Name() string { return ReadyName }
+
+// Filter implements FilterPlugin.
+func (Ready) Filter(_ *State, _ *Request, c *Candidate) *Status {
+	switch {
+	case c.NodeStatus != api.StatusOnline:
+		return Unfit("node not online")
+	case c.Pool.Draining:
+		return Unfit("pool draining")
+	case !c.Pool.Ready:
+		return Unfit("pool not ready")
+	}
+	return nil
+}
+
+// Model keeps pools that serve the requested model.
+type Model struct{}
+
+var _ FilterPlugin = Model{}
+
+// Name implements FilterPlugin.
+func (Model) Name() string { return ModelName }
+
+// Filter implements FilterPlugin.
+func (Model) Filter(_ *State, req *Request, c *Candidate) *Status {
+	if req.Model == "" || slices.Contains(c.Pool.Models, req.Model) {
+		return nil
+	}
+	return Unfit("model not served")
+}
+
+// Placement applies the task's pin, node, prefer-only and avoid constraints.
+type Placement struct{}
+
+var _ FilterPlugin = Placement{}
+
+// Name implements FilterPlugin.
+func (Placement) Name() string { return PlacementName }
+
+// Filter implements FilterPlugin.
+func (Placement) Filter(state *State, req *Request, c *Candidate) *Status {
+	if state.avoid[c.Pool.PoolID] || state.avoid[c.Key()] {
+		return Unfit("avoided by the task")
+	}
+	if req.NodeID != "" && c.NodeID != req.NodeID && !(req.Mode == "prefer" && req.AllowFallback) {
+		return Unfit("not the requested node")
+	}
+	switch req.Mode {
+	case "pin":
+		if c.Pool.PoolID != req.PinPoolID {
+			return Unfit("not the pinned pool")
+		}
+	case "prefer":
+		if !req.AllowFallback && len(state.prefer) > 0 && !state.prefer[c.Pool.PoolID] {
+			return Unfit("not a preferred pool")
+		}
+	}
+	return nil
+}
+
+// DeviceMask keeps pools on exactly the requested GPUs.
+type DeviceMask struct{}
+
+var _ FilterPlugin = DeviceMask{}
+
+// Name implements FilterPlugin.
+func (DeviceMask) Name() string { return DeviceMaskName }
+
+// Filter implements FilterPlugin.
+func (DeviceMask) Filter(_ *State, req *Request, c *Candidate) *Status {
+	if req.DeviceMask == "" || req.DeviceMask == c.Pool.DeviceMask {
+		return nil
+	}
+	return Unfit("device mask differs")
+}
+
+// VRAM drops pools whose GPUs lack the free memory the task needs. Unknown
+// free memory passes: missing metrics never read as "full".
+type VRAM struct{}
+
+var _ FilterPlugin = VRAM{}
+
+// Name implements FilterPlugin.
+func (VRAM) Name() string { return VRAMName }
+
+// Filter implements FilterPlugin.
+func (VRAM) Filter(state *State, req *Request, c *Candidate) *Status {
+	if req.VRAMBytes == 0 {
+		return nil
+	}
+	free, ok := freeVRAM(state, c)
+	if !ok || free >= float64(req.VRAMBytes) {
+		return nil
+	}
+	return Unfit("not enough free VRAM")
+}
+
+// freeVRAM is the freshest free-memory figure: scraped, else the heartbeat's.
+func freeVRAM(state *State, c *Candidate) (float64, bool) {
+	if state.Fresh(c.Util) && !math.IsNaN(c.Util.FreeVRAMBytes) {
+		return c.Util.FreeVRAMBytes, true
+	}
+	if c.Pool.VRAMTotalBytes > 0 {
+		return float64(c.Pool.VRAMFreeBytes), true
+	}
+	return 0, false
+}
+
+// Quarantine drops pools whose last dispatch failed within Window, so tasks
+// avoid a node that died mid-stream before its heartbeats time out.
+type Quarantine struct{ Window time.Duration }
+
+var _ FilterPlugin = Quarantine{}
+
+// Name implements FilterPlugin.
+func (Quarantine) Name() string { return QuarantineName }
+
+// Filter implements FilterPlugin.
+func (q Quarantine) Filter(state *State, _ *Request, c *Candidate) *Status {
+	if !c.RecentFailure.IsZero() && state.Now.Sub(c.RecentFailure) < q.Window {
+		return Unfit("recent dispatch failure")
+	}
+	return nil
+}
+
+// Capacity keeps pools with a free slot. The dispatcher uses it so tasks
+// wait in the control plane's prioritised queue rather than in an engine's
+// FIFO; explanations show it too.
+type Capacity struct{}
+
+var _ FilterPlugin = Capacity{}
+
+// Name implements FilterPlugin.
+func (Capacity) Name() string { return CapacityName }
+
+// Filter implements FilterPlugin.
+func (Capacity) Filter(_ *State, _ *Request, c *Candidate) *Status {
+	if c.FreeSlots() > 0 {
+		return nil
+	}
+	return Unfit("no free slot")
+}

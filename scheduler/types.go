@@ -1,0 +1,100 @@
+package scheduler
+
+import (
+	"time"
+
+	"github.com/llorch/llorch/api"
+)
+
+// Candidate is one pool of one node, with everything the plugins may read.
+type Candidate struct {
+	NodeID     string
+	NodeStatus string
+	Pool       api.PoolState
+	// GPUs of the pool (its device mask), from the node's heartbeat.
+	GPUs []api.GPUState
+
+	// InFlight is the tasks this control plane has running on the pool now.
+	InFlight int
+	// Util is scraped utilisation; Util.At is zero when none is fresh.
+	Util Utilization
+	// RecentFailure is when a dispatch to this pool last failed.
+	RecentFailure time.Time
+}
+
+// Key names a candidate uniquely.
+func (c *Candidate) Key() string { return c.NodeID + "/" + c.Pool.PoolID }
+
+// FreeSlots is the pool's free slots as the node last reported them,
+// corrected by what this control plane has dispatched since: the engine's
+// busy count and our own in-flight count overlap, so the larger is taken.
+func (c *Candidate) FreeSlots() int {
+	busy := max(c.Pool.SlotsTotal-c.Pool.SlotsFree, c.InFlight)
+	return max(0, c.Pool.SlotsTotal-busy)
+}
+
+// Utilization is what the metrics (embedded scraper or Prometheus) say
+// about a pool.
+type Utilization struct {
+	At time.Time
+	// GPUUtilization is the mean of the pool's GPUs, 0-1; NaN if unknown.
+	GPUUtilization float64
+	// FreeVRAMBytes of the pool's GPUs; NaN if unknown.
+	FreeVRAMBytes float64
+	// RequestsDeferred and RequestsProcessing are the engine's queue.
+	RequestsDeferred   float64
+	RequestsProcessing float64
+	// TokenRate is the engine's measured generation speed of one slot,
+	// tokens/s; NaN if unknown.
+	TokenRate float64
+}
+
+// Request is what placement needs to know of a task.
+type Request struct {
+	TaskID    string
+	SessionID string
+	Model     string
+	// VRAMBytes the task needs free on the pool's GPUs; 0 = no requirement.
+	VRAMBytes uint64
+	// Placement constraints (SPEC §5 "placement").
+	Mode          string // auto, pin, prefer
+	PinPoolID     string
+	NodeID        string
+	PreferPools   []string
+	AvoidPools    []string
+	AllowFallback bool
+	// DeviceMask, if set, must equal the pool's.
+	DeviceMask string
+}
+
+// Status is a plugin's verdict; nil is success.
+type Status struct {
+	// Reason is why a pool does not fit (Filter) — a constant string, so
+	// the hot path does not allocate.
+	Reason string
+	// Err is set when the plugin itself failed.
+	Err error
+}
+
+// Unfit returns a "does not fit" status.
+func Unfit(reason string) *Status { return &Status{Reason: reason} }
+
+// State is per-decision data shared by plugins, computed once per decision
+// by the framework before filters run.
+type State struct {
+	Now time.Time
+	// StaleAfter bounds the age of Utilization a plugin may trust.
+	StaleAfter time.Duration
+	// AffinityPool is the pool key that served the request's session last.
+	AffinityPool string
+	// MaxTokenRate is the fastest fresh TokenRate among the feasible
+	// candidates (0 if none), for scorers that rate speed relatively.
+	MaxTokenRate float64
+	avoid        map[string]bool
+	prefer       map[string]bool
+}
+
+// Fresh reports whether u is recent enough to use.
+func (s *State) Fresh(u Utilization) bool {
+	return !u.At.IsZero() && s.Now.Sub(u.At) <= s.StaleAfter
+}

@@ -1,0 +1,87 @@
+// Package utilization feeds placement with what the node agents' exporters
+// say about their pools and GPUs: GPU utilisation, free VRAM, the engine
+// queue (requests processing and deferred) and per-slot generation speed.
+// Two sources: Scraper reads every registered agent's /metrics itself (the
+// default: no Prometheus needed), PromQL asks a Prometheus server. Both
+// keep a snapshot refreshed off the placement path; each reading carries
+// its time, and placement ignores readings older than its staleness bound.
+package utilization
+
+import (
+	"math"
+	"time"
+
+	"github.com/llorch/llorch/scheduler"
+)
+
+// Source answers placement's question about one pool.
+type Source interface {
+	// Get returns the pool's utilisation; the zero At means none known.
+	// deviceMask selects the node's GPUs the pool runs on.
+	Get(nodeID, poolID, deviceMask string) scheduler.Utilization
+}
+
+// nodeReading is one node's metrics at one moment.
+type nodeReading struct {
+	at    time.Time
+	gpus  map[int]gpuReading
+	pools map[string]poolReading
+}
+
+type gpuReading struct{ util, free float64 }
+
+type poolReading struct {
+	deferred, processing, vramFree float64
+	tokens, tokenSeconds           float64
+}
+
+func newNodeReading(at time.Time) nodeReading {
+	return nodeReading{at: at, gpus: map[int]gpuReading{}, pools: map[string]poolReading{}}
+}
+
+// utilization folds a node reading into what the scheduler reads.
+func (n nodeReading) utilization(poolID string, gpuIndices []int) scheduler.Utilization {
+	u := scheduler.Utilization{At: n.at, GPUUtilization: math.NaN(), FreeVRAMBytes: math.NaN(), TokenRate: math.NaN()}
+	p, ok := n.pools[poolID]
+	if !ok {
+		return scheduler.Utilization{}
+	}
+	u.RequestsDeferred, u.RequestsProcessing = p.deferred, p.processing
+	if p.tokenSeconds > 0 {
+		u.TokenRate = p.tokens / p.tokenSeconds
+	}
+	var util, free float64
+	n1, n2 := 0, 0
+	for i, g := range n.gpus {
+		if len(gpuIndices) > 0 && !contains(gpuIndices, i) {
+			continue
+		}
+		if !math.IsNaN(g.util) {
+			util += g.util
+			n1++
+		}
+		if !math.IsNaN(g.free) {
+			free += g.free
+			n2++
+		}
+	}
+	if n1 > 0 {
+		u.GPUUtilization = util / float64(n1)
+	}
+	switch {
+	case !math.IsNaN(p.vramFree):
+		u.FreeVRAMBytes = p.vramFree
+	case n2 > 0:
+		u.FreeVRAMBytes = free
+	}
+	return u
+}
+
+func contains(s []int, v int) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,164 @@
+package utilization
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strconv"
+	"sync"
+	"time"
+
+	promapi "github.com/prometheus/client_golang/api"
+	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
+	"github.com/prometheus/common/model"
+
+	"github.com/llorch/llorch/exporter"
+	"github.com/llorch/llorch/scheduler"
+)
+
+// PromQL reads the fleet's utilisation from a Prometheus server that
+// scrapes the agents (through /v2/sd). Each reading is stamped with the
+// sample's own time, so a Prometheus that stopped scraping a node yields
+// stale readings, which placement ignores.
+type PromQL struct {
+	api      v1.API
+	interval time.Duration
+
+	mu    sync.RWMutex
+	nodes map[string]nodeReading
+	err   error
+}
+
+var _ Source = (*PromQL)(nil)
+
+// queries are the instant queries one refresh runs, by what they fill.
+var queries = map[string]string{
+	"deferred":      "llorch_pool_requests_deferred",
+	"processing":    "llorch_pool_requests_processing",
+	"vram_free":     "llorch_pool_vram_free_bytes",
+	"tokens":        "llorch_pool_tokens_predicted_total",
+	"token_seconds": "llorch_pool_tokens_predicted_seconds_total",
+	"gpu_util":      "llorch_gpu_utilization_ratio",
+	"gpu_free":      "llorch_gpu_memory_free_bytes",
+}
+
+// NewPromQL queries the Prometheus server at url every interval.
+func NewPromQL(url string, interval time.Duration) (*PromQL, error) {
+	c, err := promapi.NewClient(promapi.Config{Address: url})
+	if err != nil {
+		return nil, fmt.Errorf("prometheus client for %s: %w", url, err)
+	}
+	return &PromQL{api: v1.NewAPI(c), interval: interval, nodes: map[string]nodeReading{}}, nil
+}
+
+// Run refreshes until ctx is done.
+func (p *PromQL) Run(ctx context.Context) {
+	t := time.NewTicker(p.interval)
+	defer t.Stop()
+	for {
+		if err := p.Refresh(ctx); err != nil {
+			p.mu.Lock()
+			p.err = err
+			p.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Err is the last refresh's error, nil if it succeeded.
+func (p *PromQL) Err() error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return p.err
+}
+
+// Refresh runs the queries once and replaces the snapshot.
+func (p *PromQL) Refresh(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, p.interval)
+	defer cancel()
+	nodes := map[string]nodeReading{}
+	node := func(id string, at time.Time) nodeReading {
+		n, ok := nodes[id]
+		if !ok {
+			n = newNodeReading(at)
+		}
+		// A node's reading is as old as its oldest sample.
+		if at.Before(n.at) {
+			n.at = at
+		}
+		nodes[id] = n
+		return n
+	}
+	for what, q := range queries {
+		res, _, _, err := p.api.Query(ctx, q, time.Now())
+		if err != nil {
+			return fmt.Errorf("promql %s: %w", q, err)
+		}
+		vec, ok := res.(model.Vector)
+		if !ok {
+			return fmt.Errorf("promql %s: want a vector, got %s", q, res.Type())
+		}
+		for _, s := range vec {
+			nodeID := string(s.Metric["node_id"])
+			if nodeID == "" {
+				continue
+			}
+			n := node(nodeID, s.Timestamp.Time())
+			v := float64(s.Value)
+			if what == "gpu_util" || what == "gpu_free" {
+				idx, err := strconv.Atoi(string(s.Metric["gpu"]))
+				if err != nil {
+					continue
+				}
+				g, ok := n.gpus[idx]
+				if !ok {
+					g = gpuReading{util: math.NaN(), free: math.NaN()}
+				}
+				if what == "gpu_util" {
+					g.util = v
+				} else {
+					g.free = v
+				}
+				n.gpus[idx] = g
+				continue
+			}
+			poolID := string(s.Metric["pool_id"])
+			pr, ok := n.pools[poolID]
+			if !ok {
+				pr = poolReading{vramFree: math.NaN()}
+			}
+			switch what {
+			case "deferred":
+				pr.deferred = v
+			case "processing":
+				pr.processing = v
+			case "vram_free":
+				pr.vramFree = v
+			case "tokens":
+				pr.tokens = v
+			case "token_seconds":
+				pr.tokenSeconds = v
+			}
+			n.pools[poolID] = pr
+		}
+	}
+	p.mu.Lock()
+	p.nodes, p.err = nodes, nil
+	p.mu.Unlock()
+	return nil
+}
+
+// Get implements Source.
+func (p *PromQL) Get(nodeID, poolID, deviceMask string) scheduler.Utilization {
+	p.mu.RLock()
+	n, ok := p.nodes[nodeID]
+	p.mu.RUnlock()
+	if !ok {
+		return scheduler.Utilization{}
+	}
+	return n.utilization(poolID, exporter.DeviceIndices(deviceMask))
+}

@@ -1,0 +1,209 @@
+package utilization
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+
+	"github.com/llorch/llorch/exporter"
+	"github.com/llorch/llorch/scheduler"
+)
+
+// Target is one node agent to scrape.
+type Target struct {
+	NodeID  string
+	Address string // the agent's external URL
+}
+
+// Scraper reads every target's /metrics on an interval.
+type Scraper struct {
+	targets  func() []Target
+	interval time.Duration
+	client   *http.Client
+	now      func() time.Time
+
+	mu    sync.RWMutex
+	nodes map[string]nodeReading
+}
+
+var _ Source = (*Scraper)(nil)
+
+// NewScraper scrapes targets() every interval.
+func NewScraper(targets func() []Target, interval time.Duration) *Scraper {
+	return &Scraper{
+		targets: targets, interval: interval, now: time.Now,
+		client: &http.Client{Timeout: interval},
+		nodes:  map[string]nodeReading{},
+	}
+}
+
+// Run scrapes until ctx is done.
+func (s *Scraper) Run(ctx context.Context) {
+	t := time.NewTicker(s.interval)
+	defer t.Stop()
+	for {
+		s.ScrapeAll(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// ScrapeAll scrapes every target once, concurrently (at most 32 at a time).
+// A failed scrape keeps the node's last reading, which ages into staleness.
+func (s *Scraper) ScrapeAll(ctx context.Context) {
+	targets := s.targets()
+	sem := make(chan struct{}, 32)
+	var wg sync.WaitGroup
+	for _, t := range targets {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			r, err := s.scrape(ctx, t)
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.nodes[t.NodeID] = r
+			s.mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	// Forget nodes that left the registry.
+	keep := make(map[string]bool, len(targets))
+	for _, t := range targets {
+		keep[t.NodeID] = true
+	}
+	s.mu.Lock()
+	for id := range s.nodes {
+		if !keep[id] {
+			delete(s.nodes, id)
+		}
+	}
+	s.mu.Unlock()
+}
+
+func (s *Scraper) scrape(ctx context.Context, t Target) (nodeReading, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.interval)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(t.Address, "/")+"/metrics", nil)
+	if err != nil {
+		return nodeReading{}, err
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return nodeReading{}, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nodeReading{}, fmt.Errorf("scrape %s: %s", t.Address, resp.Status)
+	}
+	return parseAgentMetrics(io.LimitReader(resp.Body, 32<<20), s.now())
+}
+
+// parseAgentMetrics reads the series placement uses from an agent's scrape.
+func parseAgentMetrics(r io.Reader, at time.Time) (nodeReading, error) {
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(r)
+	if err != nil {
+		return nodeReading{}, fmt.Errorf("parse agent metrics: %w", err)
+	}
+	n := newNodeReading(at)
+	pool := func(m *dto.Metric) (poolReading, string) {
+		id := label(m, "pool_id")
+		p, ok := n.pools[id]
+		if !ok {
+			p = poolReading{vramFree: math.NaN()}
+		}
+		return p, id
+	}
+	for name, f := range fams {
+		for _, m := range f.GetMetric() {
+			v := metricValue(m)
+			switch name {
+			case "llorch_pool_requests_deferred":
+				p, id := pool(m)
+				p.deferred = v
+				n.pools[id] = p
+			case "llorch_pool_requests_processing":
+				p, id := pool(m)
+				p.processing = v
+				n.pools[id] = p
+			case "llorch_pool_vram_free_bytes":
+				p, id := pool(m)
+				p.vramFree = v
+				n.pools[id] = p
+			case "llorch_pool_tokens_predicted_total":
+				p, id := pool(m)
+				p.tokens = v
+				n.pools[id] = p
+			case "llorch_pool_tokens_predicted_seconds_total":
+				p, id := pool(m)
+				p.tokenSeconds = v
+				n.pools[id] = p
+			case "llorch_gpu_utilization_ratio", "llorch_gpu_memory_free_bytes":
+				idx, err := strconv.Atoi(label(m, "gpu"))
+				if err != nil {
+					continue
+				}
+				g, ok := n.gpus[idx]
+				if !ok {
+					g = gpuReading{util: math.NaN(), free: math.NaN()}
+				}
+				if name == "llorch_gpu_utilization_ratio" {
+					g.util = v
+				} else {
+					g.free = v
+				}
+				n.gpus[idx] = g
+			}
+		}
+	}
+	return n, nil
+}
+
+// Get implements Source.
+func (s *Scraper) Get(nodeID, poolID, deviceMask string) scheduler.Utilization {
+	s.mu.RLock()
+	n, ok := s.nodes[nodeID]
+	s.mu.RUnlock()
+	if !ok {
+		return scheduler.Utilization{}
+	}
+	return n.utilization(poolID, exporter.DeviceIndices(deviceMask))
+}
+
+func label(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
+}
+
+func metricValue(m *dto.Metric) float64 {
+	switch {
+	case m.GetGauge() != nil:
+		return m.GetGauge().GetValue()
+	case m.GetCounter() != nil:
+		return m.GetCounter().GetValue()
+	case m.GetUntyped() != nil:
+		return m.GetUntyped().GetValue()
+	}
+	return math.NaN()
+}
