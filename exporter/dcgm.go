@@ -93,7 +93,7 @@ func ParseDCGM(r io.Reader) ([]GPU, error) {
 		for _, m := range f.GetMetric() {
 			labels := labelMap(m)
 			idx, err := strconv.Atoi(labels["gpu"])
-			if err != nil {
+			if err != nil || idx < 0 {
 				return nil, fmt.Errorf("dcgm-exporter %s: gpu label %q is not an index", name, labels["gpu"])
 			}
 			g, ok := byIndex[idx]

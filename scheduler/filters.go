@@ -69,7 +69,8 @@ func (Placement) Filter(state *State, req *Request, c *Candidate) *Status {
 	if state.avoid[c.Pool.PoolID] || state.avoid[c.Key()] {
 		return Unfit("avoided by the task")
 	}
-	if req.NodeID != "" && c.NodeID != req.NodeID && !(req.Mode == "prefer" && req.AllowFallback) {
+	nodeMayDiffer := req.Mode == "prefer" && req.AllowFallback
+	if req.NodeID != "" && c.NodeID != req.NodeID && !nodeMayDiffer {
 		return Unfit("not the requested node")
 	}
 	switch req.Mode {
