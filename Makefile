@@ -39,7 +39,7 @@ fuzz: ## run every fuzz target for FUZZTIME (default 5s) each
 	@set -e; grep -rEo --include='*_test.go' '^func Fuzz[A-Za-z0-9_]+' . | sort -u | \
 	while IFS=: read -r file fn; do \
 	  f=$${fn#func }; echo "== $$(dirname $$file) $$f"; \
-	  $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) "$$(dirname $$file)"; \
+	  $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 1s "$$(dirname $$file)"; \
 	done
 
 bench: ## benchmarks: heartbeat throughput, handoff write -> pool ready latency

@@ -3,6 +3,8 @@ package engine
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +25,12 @@ type Client struct {
 	// HTTP defaults to http.DefaultClient; give it timeouts for probes, and
 	// none for streams (cancel them with the context).
 	HTTP *http.Client
+	// ReuseStreamConns keeps connections of streaming requests for reuse.
+	// llama-server closes them after a stream anyway; the request then
+	// carries an Idempotency-Key so net/http retries it on a fresh
+	// connection when a reused one turns out closed before the request was
+	// sent — it never reached the engine, so retrying is safe.
+	ReuseStreamConns bool
 }
 
 // New returns a client of the engine at baseURL.
@@ -79,15 +87,25 @@ func (c *Client) do(ctx context.Context, method, path string, body any, stream b
 	}
 	if stream {
 		req.Header.Set("Accept", "text/event-stream")
-		// llama-server closes the connection after a stream: reusing it
-		// makes the next request fail with EOF (see the package doc).
-		req.Close = true
+		if c.ReuseStreamConns {
+			req.Header.Set("Idempotency-Key", newIdempotencyKey())
+		} else {
+			// llama-server closes the connection after a stream: reusing
+			// it makes the next request fail with EOF (see the package doc).
+			req.Close = true
+		}
 	}
 	resp, err := c.httpClient().Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	return resp, nil
+}
+
+func newIdempotencyKey() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // decodeError turns a non-2xx response into a *StatusError and closes it.
