@@ -116,3 +116,45 @@ func validID(field, id string) error {
 	}
 	return nil
 }
+
+// Validate checks a task request and fills defaults.
+func (t *TaskRequest) Validate() error {
+	if t.TaskID != "" {
+		if err := validID("task_id", t.TaskID); err != nil {
+			return err
+		}
+	}
+	if t.Prompt == "" {
+		return errors.New("prompt is required")
+	}
+	switch t.Workload {
+	case "", "completion":
+	default:
+		return fmt.Errorf("workload %q: only completion is supported", t.Workload)
+	}
+	switch t.Engine {
+	case "", "llamacpp":
+	default:
+		return fmt.Errorf("engine %q: only llamacpp is supported", t.Engine)
+	}
+	switch t.Priority {
+	case "", "interactive", "batch":
+	default:
+		return fmt.Errorf("priority %q: want interactive or batch", t.Priority)
+	}
+	if t.MaxTokens < 0 || t.DeadlineMS < 0 || t.Ctx < 0 {
+		return errors.New("max_tokens, deadline_ms and ctx must be >= 0")
+	}
+	if p := t.Placement; p != nil {
+		switch p.Mode {
+		case "", "auto", "prefer":
+		case "pin":
+			if p.PinPoolID == "" {
+				return errors.New("placement.mode pin needs placement.pin_pool_id")
+			}
+		default:
+			return fmt.Errorf("placement.mode %q: want auto, pin or prefer", p.Mode)
+		}
+	}
+	return nil
+}

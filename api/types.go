@@ -138,3 +138,68 @@ type PoolStatus struct {
 type DrainRequest struct {
 	DeadlineMS int64 `json:"deadline_ms"`
 }
+
+// TaskRequest is the body of POST /v2/tasks.
+type TaskRequest struct {
+	TaskID     string         `json:"task_id"`
+	SessionID  string         `json:"session_id"`
+	Workload   string         `json:"workload"`
+	ModelRef   string         `json:"model_ref"`
+	Engine     string         `json:"engine"`
+	Ctx        int            `json:"ctx"`
+	Priority   string         `json:"priority"`
+	MaxTokens  int            `json:"max_tokens"`
+	DeadlineMS int64          `json:"deadline_ms"`
+	Prompt     string         `json:"prompt"`
+	Seed       *int64         `json:"seed"`
+	Placement  *TaskPlacement `json:"placement"`
+}
+
+// TaskPlacement constrains where a task runs.
+type TaskPlacement struct {
+	Mode          string   `json:"mode"` // auto, pin, prefer
+	PinPoolID     string   `json:"pin_pool_id"`
+	NodeID        string   `json:"node_id"`
+	PreferPools   []string `json:"prefer_pools"`
+	AvoidPools    []string `json:"avoid_pools"`
+	AllowFallback *bool    `json:"allow_fallback"`
+	DeviceMask    string   `json:"device_mask"`
+}
+
+// TaskAccepted answers an admitted task (202).
+type TaskAccepted struct {
+	TaskID           string            `json:"task_id"`
+	QueuePosition    int               `json:"queue_position"`
+	PredictedStartMS int64             `json:"predicted_start_ms"`
+	Streams          map[string]string `json:"streams"`
+}
+
+// Explanation is the body of GET /v2/placement/explain.
+type Explanation struct {
+	Model      string               `json:"model"`
+	Scorers    map[string]int64     `json:"weights"`
+	Candidates []ExplainedCandidate `json:"candidates"`
+	Rejected   []ExplainedRejection `json:"rejected"`
+}
+
+// ExplainedCandidate is one ranked pool and its weighted score components.
+type ExplainedCandidate struct {
+	Rank       int              `json:"rank"`
+	NodeID     string           `json:"node_id"`
+	PoolID     string           `json:"pool_id"`
+	Total      int64            `json:"total"`
+	Components map[string]int64 `json:"components"`
+	FreeSlots  int              `json:"free_slots"`
+	InFlight   int              `json:"in_flight"`
+	// MetricsAgeMS is the age of the scraped utilisation used; -1 if none
+	// was fresh and registry state stood in.
+	MetricsAgeMS int64 `json:"metrics_age_ms"`
+}
+
+// ExplainedRejection is one pool a filter dropped.
+type ExplainedRejection struct {
+	NodeID string `json:"node_id"`
+	PoolID string `json:"pool_id"`
+	Filter string `json:"filter"`
+	Reason string `json:"reason"`
+}

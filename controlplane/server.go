@@ -6,11 +6,13 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/llorch/llorch/api"
+	"github.com/llorch/llorch/dispatch"
 	"github.com/llorch/llorch/registry"
 )
 
@@ -24,12 +26,33 @@ type Options struct {
 	Version  string
 	Gatherer prometheus.Gatherer
 	Logger   *slog.Logger
+	// Inference serves tasks; nil answers the task routes 503.
+	Inference *Inference
+}
+
+// Inference is the task path: where pools come from, the dispatcher that
+// places tasks, and the executors.
+type Inference struct {
+	Fleet      dispatch.Fleet
+	Dispatcher *dispatch.Dispatcher
+	Runner     *dispatch.Runner
+	Proxy      *dispatch.Proxy
+	Tasks      *dispatch.Store
+	Metrics    *dispatch.Metrics
 }
 
 type server struct {
 	reg     *registry.Registry
 	version string
 	log     *slog.Logger
+	started time.Time
+
+	fleet      dispatch.Fleet
+	dispatcher *dispatch.Dispatcher
+	runner     *dispatch.Runner
+	proxy      *dispatch.Proxy
+	tasks      *dispatch.Store
+	metrics    *dispatch.Metrics
 }
 
 // NewHandler returns the control plane's routes with correlation IDs and
@@ -38,7 +61,10 @@ func NewHandler(opts Options) http.Handler {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	s := &server{reg: opts.Registry, version: opts.Version, log: opts.Logger}
+	s := &server{reg: opts.Registry, version: opts.Version, log: opts.Logger, started: time.Now()}
+	if in := opts.Inference; in != nil {
+		s.fleet, s.dispatcher, s.runner, s.proxy, s.tasks, s.metrics = in.Fleet, in.Dispatcher, in.Runner, in.Proxy, in.Tasks, in.Metrics
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", s.health)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(opts.Logger.Handler(), slog.LevelError)}))
@@ -48,6 +74,13 @@ func NewHandler(opts Options) http.Handler {
 	mux.HandleFunc("GET /v2/nodes/{id}", s.cloud(s.getNode))
 	mux.HandleFunc("GET /v2/nodes", s.cloud(s.listNodes))
 	mux.HandleFunc("GET /v2/sd", s.cloud(s.serviceDiscovery))
+	mux.HandleFunc("POST /v2/tasks", s.inference(s.submitTask))
+	mux.HandleFunc("GET /v2/tasks/{id}/events", s.inference(s.taskEvents))
+	mux.HandleFunc("POST /v2/tasks/{id}/cancel", s.inference(s.cancelTask))
+	mux.HandleFunc("GET /v2/placement/explain", s.inference(s.explain))
+	mux.HandleFunc("POST /v1/chat/completions", s.inference(s.openAICompletion))
+	mux.HandleFunc("POST /v1/completions", s.inference(s.openAICompletion))
+	mux.HandleFunc("GET /v1/models", s.inference(s.listModels))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, http.StatusNotFound, api.Error{Code: api.CodeNotFound, Message: "no route for " + r.Method + " " + r.URL.Path})
 	})
@@ -68,6 +101,16 @@ func (s *server) cloud(h http.HandlerFunc) http.HandlerFunc {
 			Code:    api.CodeNodeUnavailable,
 			Message: "the node registry needs the cloud profile: start orchestratord with --cloud-profile",
 		})
+	}
+}
+
+// inference answers task routes 503 when no task path is configured.
+func (s *server) inference(h http.HandlerFunc) http.HandlerFunc {
+	if s.dispatcher != nil {
+		return h
+	}
+	return func(w http.ResponseWriter, _ *http.Request) {
+		api.WriteError(w, http.StatusServiceUnavailable, api.Error{Code: api.CodePoolUnavailable, Message: "this control plane serves no tasks"})
 	}
 }
 

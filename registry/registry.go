@@ -31,14 +31,18 @@ type Options struct {
 	Clock Clock
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
+	// OnChange, if set, is called (outside the registry's lock) after a
+	// registration, heartbeat, deregistration or expiry: the fleet changed.
+	OnChange func()
 }
 
 // Registry holds the fleet's nodes. It is safe for concurrent use.
 type Registry struct {
-	clock   Clock
-	timeout time.Duration
-	log     *slog.Logger
-	metrics *metrics
+	clock    Clock
+	timeout  time.Duration
+	log      *slog.Logger
+	metrics  *metrics
+	onChange func()
 
 	mu    sync.RWMutex
 	nodes map[string]*node
@@ -62,11 +66,12 @@ func New(opts Options) *Registry {
 		opts.Logger = slog.Default()
 	}
 	return &Registry{
-		clock:   opts.Clock,
-		timeout: opts.Timeout,
-		log:     opts.Logger,
-		metrics: newMetrics(),
-		nodes:   make(map[string]*node),
+		clock:    opts.Clock,
+		timeout:  opts.Timeout,
+		log:      opts.Logger,
+		metrics:  newMetrics(),
+		onChange: opts.OnChange,
+		nodes:    make(map[string]*node),
 	}
 }
 
@@ -95,6 +100,7 @@ func (r *Registry) Register(req api.RegisterRequest) {
 	r.mu.Unlock()
 	r.metrics.registrations.ok.Inc()
 	r.metrics.transition(from, api.StatusOnline)
+	r.changed()
 	if from == api.StatusOffline || from == statusNone {
 		r.log.Info("node registered", "node_id", req.NodeID, "address", req.Address, "previous_status", from)
 	}
@@ -122,11 +128,18 @@ func (r *Registry) Heartbeat(nodeID string, hb api.HeartbeatRequest) error {
 	n.gpus = hb.GPUs
 	r.mu.Unlock()
 	r.metrics.heartbeats.ok.Inc()
+	r.changed()
 	if from != to {
 		r.metrics.transition(from, to)
 		r.log.Info("node status changed", "node_id", nodeID, "from", from, "to", to)
 	}
 	return nil
+}
+
+func (r *Registry) changed() {
+	if r.onChange != nil {
+		r.onChange()
+	}
 }
 
 // allDraining reports whether a node with pools has every pool draining.
@@ -154,6 +167,7 @@ func (r *Registry) Deregister(nodeID string) error {
 		return ErrUnknownNode
 	}
 	r.metrics.transition(n.status, statusDeregistered)
+	r.changed()
 	r.log.Info("node deregistered", "node_id", nodeID)
 	return nil
 }
@@ -188,6 +202,9 @@ func (r *Registry) ExpireStale() []string {
 	}
 	r.mu.Unlock()
 	sort.Strings(kept)
+	if len(kept) > 0 {
+		r.changed()
+	}
 	for _, id := range kept {
 		r.log.Warn("node offline: heartbeat timeout", "node_id", id, "timeout", r.timeout)
 	}

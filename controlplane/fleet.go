@@ -1,0 +1,71 @@
+package controlplane
+
+import (
+	"github.com/llorch/llorch/api"
+	"github.com/llorch/llorch/dispatch"
+	"github.com/llorch/llorch/exporter"
+	"github.com/llorch/llorch/pool"
+	"github.com/llorch/llorch/registry"
+	"github.com/llorch/llorch/scheduler"
+)
+
+// RegistryFleet offers the registry's pools to placement (CLOUD profile).
+type RegistryFleet struct{ Registry *registry.Registry }
+
+var _ dispatch.Fleet = RegistryFleet{}
+
+// Candidates implements dispatch.Fleet. Offline nodes are left out: they
+// never receive work.
+func (f RegistryFleet) Candidates() []scheduler.Candidate {
+	nodes := f.Registry.List(false)
+	n := 0
+	for i := range nodes {
+		n += len(nodes[i].Pools)
+	}
+	out := make([]scheduler.Candidate, 0, n)
+	for i := range nodes {
+		node := &nodes[i]
+		for _, p := range node.Pools {
+			out = append(out, scheduler.Candidate{
+				NodeID: node.NodeID, NodeStatus: node.Status, Pool: p, GPUs: gpusOf(node.GPUs, p.DeviceMask),
+			})
+		}
+	}
+	return out
+}
+
+// gpusOf picks a device mask's GPUs (all for an empty mask).
+func gpusOf(gpus []api.GPUState, mask string) []api.GPUState {
+	want := exporter.DeviceIndices(mask)
+	if len(want) == 0 {
+		return gpus
+	}
+	var out []api.GPUState
+	for _, g := range gpus {
+		for _, w := range want {
+			if g.DeviceID == w {
+				out = append(out, g)
+			}
+		}
+	}
+	return out
+}
+
+// LocalNodeID names the HOME profile's one node.
+const LocalNodeID = "local"
+
+// LocalFleet offers the pools of the control plane's own runtime dir (HOME
+// profile): engines announced by handoff files on this machine.
+type LocalFleet struct{ Pools *pool.Table }
+
+var _ dispatch.Fleet = LocalFleet{}
+
+// Candidates implements dispatch.Fleet.
+func (f LocalFleet) Candidates() []scheduler.Candidate {
+	pools := f.Pools.Snapshot()
+	out := make([]scheduler.Candidate, 0, len(pools))
+	for _, p := range pools {
+		out = append(out, scheduler.Candidate{NodeID: LocalNodeID, NodeStatus: api.StatusOnline, Pool: p})
+	}
+	return out
+}

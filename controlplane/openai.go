@@ -1,0 +1,111 @@
+package controlplane
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"sort"
+	"time"
+
+	"github.com/llorch/llorch/admission"
+	"github.com/llorch/llorch/api"
+	"github.com/llorch/llorch/dispatch"
+	"github.com/llorch/llorch/scheduler"
+)
+
+// openAIError writes an error the way OpenAI clients read it
+// ({"error":{"message","type","code"}}), with llorch's fields alongside.
+func openAIError(w http.ResponseWriter, status int, e api.Error) {
+	if e.RetryAfterMS > 0 {
+		api.WriteError(w, status, e) // sets Retry-After
+		return
+	}
+	api.WriteJSON(w, status, map[string]any{"error": map[string]any{
+		"message": e.Message, "type": "llorch_error", "code": e.Code, "retriable": e.Retriable,
+	}})
+}
+
+// openAICompletion serves POST /v1/chat/completions and /v1/completions:
+// the request is placed like any task and forwarded unchanged to the
+// chosen engine's same route.
+func (s *server) openAICompletion(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, api.MaxBodyBytes+1))
+	if err != nil || len(body) > api.MaxBodyBytes {
+		openAIError(w, http.StatusRequestEntityTooLarge, api.Error{Code: api.CodeInvalidParams, Message: "body over 1 MiB or unreadable"})
+		return
+	}
+	var head struct {
+		Model string `json:"model"`
+		User  string `json:"user"`
+	}
+	if err := json.Unmarshal(body, &head); err != nil {
+		openAIError(w, http.StatusBadRequest, api.Error{Code: api.CodeInvalidParams, Message: "invalid JSON: " + err.Error()})
+		return
+	}
+	session := r.Header.Get("X-Session-Id")
+	if session == "" {
+		session = head.User
+	}
+	prio := admission.Interactive
+	if r.Header.Get("X-Priority") == "batch" {
+		prio = admission.Batch
+	}
+	id := api.NewCorrelationID()
+	req := scheduler.Request{TaskID: id, SessionID: session, Model: s.modelFor(head.Model), Mode: "auto", AllowFallback: true}
+	job := dispatch.NewJob(id, prio, req, time.Time{})
+	if _, _, apiErr := s.dispatcher.Submit(job); apiErr != nil {
+		s.metrics.TaskEnded(rejectionOutcome(apiErr.Code))
+		openAIError(w, dispatch.StatusOf(apiErr.Code), *apiErr)
+		return
+	}
+	s.proxy.Forward(w, r, r.URL.Path, body, job, session)
+}
+
+// modelFor maps an OpenAI "model" to placement's model filter: a model no
+// pool names (clients often send a placeholder such as "gpt-3.5-turbo")
+// is taken as "any model" when the fleet serves exactly one.
+func (s *server) modelFor(model string) string {
+	models := s.models()
+	for _, m := range models {
+		if m == model {
+			return model
+		}
+	}
+	if len(models) == 1 {
+		return ""
+	}
+	return model
+}
+
+// models lists the models of ready pools on online nodes.
+func (s *server) models() []string {
+	seen := map[string]bool{}
+	for _, c := range s.fleet.Candidates() {
+		if c.NodeStatus != api.StatusOnline || !c.Pool.Ready {
+			continue
+		}
+		for _, m := range c.Pool.Models {
+			seen[m] = true
+		}
+	}
+	out := make([]string, 0, len(seen))
+	for m := range seen {
+		out = append(out, m)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (s *server) listModels(w http.ResponseWriter, _ *http.Request) {
+	type model struct {
+		ID      string `json:"id"`
+		Object  string `json:"object"`
+		Created int64  `json:"created"`
+		OwnedBy string `json:"owned_by"`
+	}
+	data := []model{}
+	for _, m := range s.models() {
+		data = append(data, model{ID: m, Object: "model", Created: s.started.Unix(), OwnedBy: "llorch"})
+	}
+	api.WriteJSON(w, http.StatusOK, map[string]any{"object": "list", "data": data})
+}

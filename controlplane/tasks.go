@@ -1,0 +1,189 @@
+package controlplane
+
+import (
+	"errors"
+	"math"
+	"net/http"
+	"time"
+
+	"github.com/llorch/llorch/admission"
+	"github.com/llorch/llorch/api"
+	"github.com/llorch/llorch/dispatch"
+	"github.com/llorch/llorch/scheduler"
+	"github.com/llorch/llorch/sse"
+)
+
+// sseKeepAlive is how often an idle event stream gets a comment ping.
+const sseKeepAlive = 15 * time.Second
+
+func (s *server) submitTask(w http.ResponseWriter, r *http.Request) {
+	var req api.TaskRequest
+	if !api.DecodeRequest(w, r, &req) {
+		return
+	}
+	if err := req.Validate(); err != nil {
+		api.WriteError(w, http.StatusBadRequest, api.Error{Code: api.CodeInvalidParams, Message: err.Error()})
+		return
+	}
+	if req.TaskID == "" {
+		req.TaskID = api.NewCorrelationID()
+	}
+	prio, _ := admission.ParsePriority(req.Priority)
+	var deadline time.Time
+	if req.DeadlineMS > 0 {
+		deadline = time.Now().Add(time.Duration(req.DeadlineMS) * time.Millisecond)
+	}
+	task := dispatch.NewTask(req.TaskID, req.SessionID)
+	if !s.tasks.Add(task) {
+		api.WriteError(w, http.StatusBadRequest, api.Error{Code: api.CodeInvalidParams, Message: "task_id " + req.TaskID + " already exists"})
+		return
+	}
+	job := dispatch.NewJob(req.TaskID, prio, schedRequest(&req), deadline)
+	pos, predicted, apiErr := s.dispatcher.Submit(job)
+	if apiErr != nil {
+		task.Fail(apiErr)
+		s.metrics.TaskEnded(rejectionOutcome(apiErr.Code))
+		api.WriteError(w, dispatch.StatusOf(apiErr.Code), *apiErr)
+		return
+	}
+	s.runner.Start(task, job, dispatch.V2Request{Prompt: req.Prompt, MaxTokens: req.MaxTokens, Seed: req.Seed}, predicted)
+	api.WriteJSON(w, http.StatusAccepted, api.TaskAccepted{
+		TaskID: req.TaskID, QueuePosition: pos, PredictedStartMS: predicted.Milliseconds(),
+		Streams: map[string]string{"sse": "/v2/tasks/" + req.TaskID + "/events"},
+	})
+}
+
+func rejectionOutcome(code string) string {
+	switch code {
+	case api.CodeAdmissionReject:
+		return "rejected"
+	case api.CodeDeadlineUnmet:
+		return "deadline"
+	}
+	return "unavailable"
+}
+
+// schedRequest turns a task's placement fields into the scheduler's.
+func schedRequest(t *api.TaskRequest) scheduler.Request {
+	r := scheduler.Request{TaskID: t.TaskID, SessionID: t.SessionID, Model: t.ModelRef, Mode: "auto", AllowFallback: true}
+	if p := t.Placement; p != nil {
+		if p.Mode != "" {
+			r.Mode = p.Mode
+		}
+		r.PinPoolID, r.NodeID, r.DeviceMask = p.PinPoolID, p.NodeID, p.DeviceMask
+		r.PreferPools, r.AvoidPools = p.PreferPools, p.AvoidPools
+		if p.AllowFallback != nil {
+			r.AllowFallback = *p.AllowFallback
+		}
+	}
+	return r
+}
+
+// taskEvents streams a task's events: every event from admission, then
+// new ones as they come, until the final end or error. A client that
+// leaves before the end cancels the task if no one else is watching.
+func (s *server) taskEvents(w http.ResponseWriter, r *http.Request) {
+	task, ok := s.tasks.Get(r.PathValue("id"))
+	if !ok {
+		api.WriteError(w, http.StatusNotFound, api.Error{Code: api.CodeNotFound, Message: "unknown task " + r.PathValue("id")})
+		return
+	}
+	unwatch := task.Watch()
+	defer func() {
+		if last := unwatch(); last {
+			if _, done := task.Finished(); !done && r.Context().Err() != nil {
+				task.Cancel()
+			}
+		}
+	}()
+	out := sse.NewWriter(w)
+	w.WriteHeader(http.StatusOK)
+	if f, ok := w.(http.Flusher); ok {
+		f.Flush()
+	}
+	ping := time.NewTicker(sseKeepAlive)
+	defer ping.Stop()
+	next := 0
+	for {
+		events, changed, done := task.Events(next)
+		for _, e := range events {
+			if err := out.Event(e.Type, e.Data); err != nil {
+				return
+			}
+		}
+		next += len(events)
+		if done {
+			return
+		}
+		select {
+		case <-changed:
+		case <-ping.C:
+			if err := out.Comment("ping"); err != nil {
+				return
+			}
+		case <-r.Context().Done():
+			return
+		}
+	}
+}
+
+func (s *server) cancelTask(w http.ResponseWriter, r *http.Request) {
+	task, ok := s.tasks.Get(r.PathValue("id"))
+	if !ok {
+		api.WriteError(w, http.StatusNotFound, api.Error{Code: api.CodeNotFound, Message: "unknown task " + r.PathValue("id")})
+		return
+	}
+	task.Cancel()
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// explain ranks the fleet for a hypothetical task, as placement would now.
+func (s *server) explain(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	req := api.TaskRequest{ModelRef: q.Get("model"), SessionID: q.Get("session_id"), Prompt: "explain"}
+	if pin := q.Get("pin_pool_id"); pin != "" {
+		req.Placement = &api.TaskPlacement{Mode: "pin", PinPoolID: pin, NodeID: q.Get("node_id")}
+	} else if node := q.Get("node_id"); node != "" {
+		req.Placement = &api.TaskPlacement{NodeID: node}
+	}
+	if avoid := q["avoid_pool"]; len(avoid) > 0 {
+		if req.Placement == nil {
+			req.Placement = &api.TaskPlacement{}
+		}
+		req.Placement.AvoidPools = avoid
+	}
+	dec, err := s.dispatcher.Explain(schedRequest(&req))
+	if err != nil && !errors.Is(err, scheduler.ErrNoCandidates) {
+		api.WriteError(w, http.StatusInternalServerError, api.Error{Code: api.CodeInternal, Message: err.Error()})
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, s.explanation(req.ModelRef, dec))
+}
+
+func (s *server) explanation(model string, dec *scheduler.Decision) api.Explanation {
+	scorers := s.dispatcher.Scorers()
+	out := api.Explanation{Model: model, Scorers: map[string]int64{}, Candidates: []api.ExplainedCandidate{}, Rejected: []api.ExplainedRejection{}}
+	for _, ws := range scorers {
+		out.Scorers[ws.Plugin.Name()] = ws.Weight
+	}
+	if dec == nil {
+		return out
+	}
+	now := time.Now()
+	for i, rk := range dec.Ranked {
+		c := rk.Candidate
+		ec := api.ExplainedCandidate{Rank: i + 1, NodeID: c.NodeID, PoolID: c.Pool.PoolID, Total: rk.Total,
+			Components: make(map[string]int64, len(scorers)), FreeSlots: c.FreeSlots(), InFlight: c.InFlight, MetricsAgeMS: -1}
+		for j, ws := range scorers {
+			ec.Components[ws.Plugin.Name()] = rk.Components[j]
+		}
+		if !c.Util.At.IsZero() {
+			ec.MetricsAgeMS = int64(math.Round(float64(now.Sub(c.Util.At).Milliseconds())))
+		}
+		out.Candidates = append(out.Candidates, ec)
+	}
+	for _, rj := range dec.Rejected {
+		out.Rejected = append(out.Rejected, api.ExplainedRejection{NodeID: rj.Candidate.NodeID, PoolID: rj.Candidate.Pool.PoolID, Filter: rj.Plugin, Reason: rj.Reason})
+	}
+	return out
+}

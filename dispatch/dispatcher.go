@@ -1,0 +1,372 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/llorch/llorch/admission"
+	"github.com/llorch/llorch/api"
+	"github.com/llorch/llorch/scheduler"
+	"github.com/llorch/llorch/utilization"
+)
+
+// Fleet lists the pools placement may choose from, with their nodes'
+// status, pool snapshots and GPUs (the registry, or the local runtime dir
+// in the HOME profile).
+type Fleet interface {
+	Candidates() []scheduler.Candidate
+}
+
+// Placement is where a job runs.
+type Placement struct {
+	Candidate scheduler.Candidate
+	// Ranked is the decision, best first, for explanations and retries.
+	Ranked        []scheduler.Ranked
+	QueuePosition int
+	Waited        time.Duration
+}
+
+// Key names the placed pool.
+func (p *Placement) Key() string { return p.Candidate.Key() }
+
+// Job is a task waiting for, or holding, a pool.
+type Job struct {
+	ID       string
+	Priority admission.Priority
+	Req      scheduler.Request
+	Deadline time.Time // zero: none
+	Enqueued time.Time
+
+	placed chan Placement
+	failed chan *api.Error
+}
+
+// NewJob returns a job for req.
+func NewJob(id string, p admission.Priority, req scheduler.Request, deadline time.Time) *Job {
+	return &Job{ID: id, Priority: p, Req: req, Deadline: deadline,
+		placed: make(chan Placement, 1), failed: make(chan *api.Error, 1)}
+}
+
+// Wait blocks until the job is placed, fails, or ctx ends (then the job is
+// withdrawn from the queue by the caller's Cancel).
+func (j *Job) Wait(ctx context.Context) (Placement, *api.Error, error) {
+	select {
+	case p := <-j.placed:
+		return p, nil, nil
+	case e := <-j.failed:
+		return Placement{}, e, nil
+	case <-ctx.Done():
+		return Placement{}, nil, ctx.Err()
+	}
+}
+
+// Options configure a Dispatcher.
+type Options struct {
+	Fleet      Fleet
+	Util       utilization.Source // may be nil
+	Queue      *admission.Queue
+	Scheduling scheduler.Options
+	// Unplaceable is how long a queued task may find no pool that could
+	// ever take it (the fleet lost its model) before it fails.
+	Unplaceable time.Duration
+	Logger      *slog.Logger
+	Metrics     *Metrics
+}
+
+// Dispatcher places queued jobs.
+type Dispatcher struct {
+	opts    Options
+	place   *scheduler.Framework // with the capacity filter
+	explain *scheduler.Framework // without: could the task ever fit?
+	now     func() time.Time
+
+	mu         sync.Mutex
+	inflight   map[string]int       // by candidate key
+	failures   map[string]time.Time // by candidate key
+	affinity   map[string]string    // session id -> candidate key
+	unfittable map[string]time.Time // job id -> first pass it could not fit anywhere
+	service    time.Duration        // moving average of task run time
+
+	wake chan struct{}
+}
+
+// New builds a dispatcher.
+func New(opts Options) (*Dispatcher, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Unplaceable <= 0 {
+		opts.Unplaceable = 10 * time.Second
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics(nil)
+	}
+	sched := opts.Scheduling
+	sched.RequireFreeSlot = true
+	place, err := scheduler.NewDefault(sched)
+	if err != nil {
+		return nil, err
+	}
+	sched.RequireFreeSlot = false
+	explain, err := scheduler.NewDefault(sched)
+	if err != nil {
+		return nil, err
+	}
+	return &Dispatcher{
+		opts: opts, place: place, explain: explain, now: time.Now,
+		inflight: map[string]int{}, failures: map[string]time.Time{},
+		affinity: map[string]string{}, unfittable: map[string]time.Time{},
+		service: time.Second,
+		wake:    make(chan struct{}, 1),
+	}, nil
+}
+
+// Wake asks for a placement pass soon (a heartbeat changed the fleet).
+func (d *Dispatcher) Wake() {
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// candidates snapshots the fleet with this control plane's own state.
+func (d *Dispatcher) candidates() []scheduler.Candidate {
+	cands := d.opts.Fleet.Candidates()
+	d.mu.Lock()
+	for i := range cands {
+		k := cands[i].Key()
+		cands[i].InFlight = d.inflight[k]
+		cands[i].RecentFailure = d.failures[k]
+	}
+	d.mu.Unlock()
+	if d.opts.Util != nil {
+		for i := range cands {
+			c := &cands[i]
+			c.Util = d.opts.Util.Get(c.NodeID, c.Pool.PoolID, c.Pool.DeviceMask)
+		}
+	}
+	return cands
+}
+
+func (d *Dispatcher) affinityOf(session string) string {
+	if session == "" {
+		return ""
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.affinity[session]
+}
+
+// Explain ranks the fleet for req as placement would now, with the
+// capacity filter, so full pools show as rejected.
+func (d *Dispatcher) Explain(req scheduler.Request) (*scheduler.Decision, error) {
+	return d.place.Schedule(d.now(), &req, d.candidates(), d.affinityOf(req.SessionID))
+}
+
+// Scorers names the score components of explanations, in order.
+func (d *Dispatcher) Scorers() []scheduler.WeightedScorer { return d.place.Scorers() }
+
+// Submit admits a job: it fails at once if no pool could ever take it, or
+// its deadline cannot be met; otherwise it is queued. It returns the
+// job's queue position and the predicted wait.
+func (d *Dispatcher) Submit(j *Job) (position int, predicted time.Duration, e *api.Error) {
+	now := d.now()
+	j.Enqueued = now
+	if _, err := d.explain.Schedule(now, &j.Req, d.candidates(), ""); err != nil {
+		d.opts.Metrics.decision("unavailable")
+		return 0, 0, d.unavailable(&j.Req, err)
+	}
+	predicted = d.predictWait()
+	if !j.Deadline.IsZero() && now.Add(predicted).After(j.Deadline) {
+		return 0, 0, &api.Error{Code: api.CodeDeadlineUnmet, Message: fmt.Sprintf("predicted start in %v is past the deadline", predicted.Round(time.Millisecond))}
+	}
+	evicted, err := d.opts.Queue.Push(&admission.Item{ID: j.ID, Priority: j.Priority, Enqueued: now, Value: j})
+	if errors.Is(err, admission.ErrFull) {
+		d.opts.Metrics.admission("rejected")
+		return 0, 0, &api.Error{Code: api.CodeAdmissionReject, Message: fmt.Sprintf("admission queue full (%d tasks)", d.opts.Queue.Capacity()),
+			Retriable: true, RetryAfterMS: max(1000, d.predictWait().Milliseconds()), PolicyLabel: string(admission.Reject)}
+	}
+	if evicted != nil {
+		d.opts.Metrics.admission("evicted")
+		evicted.Value.(*Job).failed <- &api.Error{Code: api.CodeQueueFullDropLRU,
+			Message: "evicted from the full admission queue by a newer task (drop-lru)", Retriable: true,
+			RetryAfterMS: 1000, PolicyLabel: string(admission.DropLRU)}
+	}
+	d.opts.Metrics.admission("admitted")
+	d.Wake()
+	return d.opts.Queue.Position(j.ID), predicted, nil
+}
+
+// unavailable classifies why no pool fits.
+func (d *Dispatcher) unavailable(req *scheduler.Request, err error) *api.Error {
+	if req.Model != "" {
+		served := false
+		for _, c := range d.opts.Fleet.Candidates() {
+			for _, m := range c.Pool.Models {
+				if m == req.Model && c.NodeStatus == api.StatusOnline && c.Pool.Ready {
+					served = true
+				}
+			}
+		}
+		if !served {
+			return &api.Error{Code: api.CodeModelNotAvailable, Message: "no ready pool serves model " + req.Model, Retriable: true, RetryAfterMS: 5000}
+		}
+	}
+	return &api.Error{Code: api.CodePoolUnavailable, Message: err.Error(), Retriable: true, RetryAfterMS: 5000}
+}
+
+// predictWait estimates when a task admitted now would start: the queue
+// ahead of it, served by the fleet's slots at the average service time.
+func (d *Dispatcher) predictWait() time.Duration {
+	ahead := d.opts.Queue.Len(admission.Interactive) + d.opts.Queue.Len(admission.Batch)
+	if ahead == 0 {
+		return 0
+	}
+	slots := 0
+	for _, c := range d.opts.Fleet.Candidates() {
+		if c.NodeStatus == api.StatusOnline && c.Pool.Ready && !c.Pool.Draining {
+			slots += c.Pool.SlotsTotal
+		}
+	}
+	d.mu.Lock()
+	svc := d.service
+	d.mu.Unlock()
+	return time.Duration(float64(svc) * float64(ahead) / float64(max(1, slots)))
+}
+
+// Cancel withdraws a queued job; false if it was not queued (already
+// placed, or unknown).
+func (d *Dispatcher) Cancel(id string) bool {
+	ok := d.opts.Queue.Remove(id)
+	d.mu.Lock()
+	delete(d.unfittable, id)
+	d.mu.Unlock()
+	return ok
+}
+
+// Outcome of a placed job, for Release.
+type Outcome int
+
+// Outcomes.
+const (
+	Succeeded Outcome = iota
+	// EngineFailed quarantines the pool.
+	EngineFailed
+	// Abandoned: cancelled or the client left; the pool was fine.
+	Abandoned
+)
+
+// Release returns a placed job's slot.
+func (d *Dispatcher) Release(p Placement, session string, outcome Outcome, ran time.Duration) {
+	k := p.Key()
+	d.mu.Lock()
+	if d.inflight[k]--; d.inflight[k] <= 0 {
+		delete(d.inflight, k)
+	}
+	switch outcome {
+	case EngineFailed:
+		d.failures[k] = d.now()
+	case Succeeded:
+		delete(d.failures, k)
+		if session != "" {
+			d.affinity[session] = k
+		}
+		// An exponential moving average of service time for predictions.
+		d.service = (d.service*7 + ran) / 8
+	}
+	d.mu.Unlock()
+	d.Wake()
+}
+
+// Retry queues a job again at the front of its lane, avoiding the pool
+// that failed it.
+func (d *Dispatcher) Retry(j *Job, failed Placement) {
+	j.Req.AvoidPools = append(j.Req.AvoidPools, failed.Key())
+	d.opts.Queue.PushFront(&admission.Item{ID: j.ID, Priority: j.Priority, Enqueued: j.Enqueued, Value: j})
+	d.Wake()
+}
+
+// Run places queued jobs until ctx is done.
+func (d *Dispatcher) Run(ctx context.Context) {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-d.wake:
+		case <-tick.C:
+		}
+		d.pass()
+	}
+}
+
+// pass offers every queued job to placement once, in priority order.
+func (d *Dispatcher) pass() {
+	items := d.opts.Queue.Items()
+	d.opts.Metrics.queueDepth(d.opts.Queue)
+	if len(items) == 0 {
+		return
+	}
+	now := d.now()
+	cands := d.candidates()
+	for pos, it := range items {
+		j := it.Value.(*Job)
+		if !j.Deadline.IsZero() && now.After(j.Deadline) {
+			if d.opts.Queue.Remove(j.ID) {
+				d.opts.Metrics.decision("deadline")
+				j.failed <- &api.Error{Code: api.CodeDeadlineUnmet, Message: "deadline passed while queued"}
+			}
+			continue
+		}
+		begin := time.Now()
+		dec, err := d.place.Schedule(now, &j.Req, cands, d.affinityOf(j.Req.SessionID))
+		d.opts.Metrics.placementLatency(time.Since(begin))
+		if err != nil {
+			d.checkUnfittable(j, now, cands)
+			continue
+		}
+		if !d.opts.Queue.Remove(j.ID) {
+			continue // cancelled meanwhile
+		}
+		best := dec.Ranked[0].Candidate
+		best.InFlight++ // later jobs of this pass see the slot taken
+		d.mu.Lock()
+		d.inflight[best.Key()]++
+		delete(d.unfittable, j.ID)
+		d.mu.Unlock()
+		d.opts.Metrics.decision("placed")
+		j.placed <- Placement{Candidate: *best, Ranked: dec.Ranked, QueuePosition: pos, Waited: now.Sub(j.Enqueued)}
+	}
+	d.opts.Metrics.queueDepth(d.opts.Queue)
+}
+
+// checkUnfittable fails a job that no pool could take even with a free
+// slot for longer than Unplaceable; a job merely waiting for a slot waits.
+func (d *Dispatcher) checkUnfittable(j *Job, now time.Time, cands []scheduler.Candidate) {
+	_, err := d.explain.Schedule(now, &j.Req, cands, "")
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err == nil {
+		delete(d.unfittable, j.ID)
+		return
+	}
+	first, ok := d.unfittable[j.ID]
+	if !ok {
+		d.unfittable[j.ID] = now
+		return
+	}
+	if now.Sub(first) < d.opts.Unplaceable {
+		return
+	}
+	delete(d.unfittable, j.ID)
+	if d.opts.Queue.Remove(j.ID) {
+		d.opts.Metrics.decision("unavailable")
+		e := d.unavailable(&j.Req, err)
+		j.failed <- e
+	}
+}

@@ -1,0 +1,82 @@
+package dispatch
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/llorch/llorch/admission"
+)
+
+// Metrics of admission, placement and dispatch (SPEC §7).
+type Metrics struct {
+	queueDepthVec *prometheus.GaugeVec
+	admissions    *prometheus.CounterVec
+	decisions     *prometheus.CounterVec
+	placement     prometheus.Histogram
+	tasks         *prometheus.CounterVec
+	ttft          *prometheus.HistogramVec
+	overhead      prometheus.Histogram
+}
+
+// NewMetrics builds the metrics and registers them on reg (nil: none).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		queueDepthVec: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "llorch_admission_queue_depth", Help: "Tasks waiting for a pool, by priority.",
+		}, []string{"priority"}),
+		admissions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "llorch_admission_total", Help: "Admission decisions: admitted, rejected (queue full), evicted (drop-lru).",
+		}, []string{"outcome"}),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "llorch_placement_decisions_total", Help: "Placement outcomes: placed, unavailable (no pool could take the task), deadline.",
+		}, []string{"outcome"}),
+		placement: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "llorch_placement_duration_seconds", Help: "Time to filter, score and rank the fleet for one task.",
+			Buckets: []float64{1e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 1e-2},
+		}),
+		tasks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "llorch_tasks_total", Help: "Tasks that ended, by outcome: completed, cancelled, worker_reset, engine_error, rejected, evicted, deadline, unavailable.",
+		}, []string{"outcome"}),
+		ttft: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "llorch_task_time_to_first_token_seconds", Help: "From admission to the first token sent to the client.",
+			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
+		}, []string{"pool_id"}),
+		overhead: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "llorch_proxy_overhead_seconds", Help: "Time a chunk spends in the control plane: from reading it off the engine to flushing it to the client.",
+			Buckets: []float64{1e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3},
+		}),
+	}
+	for _, p := range []admission.Priority{admission.Interactive, admission.Batch} {
+		m.queueDepthVec.WithLabelValues(p.String())
+	}
+	for _, o := range []string{"placed", "unavailable", "deadline"} {
+		m.decisions.WithLabelValues(o)
+	}
+	if reg != nil {
+		reg.MustRegister(m.queueDepthVec, m.admissions, m.decisions, m.placement, m.tasks, m.ttft, m.overhead)
+	}
+	return m
+}
+
+func (m *Metrics) queueDepth(q *admission.Queue) {
+	m.queueDepthVec.WithLabelValues("interactive").Set(float64(q.Len(admission.Interactive)))
+	m.queueDepthVec.WithLabelValues("batch").Set(float64(q.Len(admission.Batch)))
+}
+
+func (m *Metrics) admission(outcome string) { m.admissions.WithLabelValues(outcome).Inc() }
+func (m *Metrics) decision(outcome string)  { m.decisions.WithLabelValues(outcome).Inc() }
+func (m *Metrics) placementLatency(d time.Duration) {
+	m.placement.Observe(d.Seconds())
+}
+
+// TaskEnded counts a finished task.
+func (m *Metrics) TaskEnded(outcome string) { m.tasks.WithLabelValues(outcome).Inc() }
+
+// FirstToken records a task's time to first token on a pool.
+func (m *Metrics) FirstToken(pool string, d time.Duration) {
+	m.ttft.WithLabelValues(pool).Observe(d.Seconds())
+}
+
+// ProxyOverhead records one chunk's time in the control plane.
+func (m *Metrics) ProxyOverhead(d time.Duration) { m.overhead.Observe(d.Seconds()) }
