@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
+	"math"
 	"regexp"
 	"strconv"
 	"strings"
@@ -19,10 +20,15 @@ type SimGPUSpec struct {
 
 var simSpecRE = regexp.MustCompile(`^(?:(\d+)x)?([A-Za-z0-9_.-]+):(\d+(?:\.\d+)?)(GiB|GB|MiB|MB)$`)
 
+// maxSimGPUs bounds the GPUs --sim-gpus may describe: each is built, read
+// and exported, so a typo must not make millions.
+const maxSimGPUs = 1024
+
 // ParseSimGPUs parses --sim-gpus: comma-separated "[Nx]MODEL:SIZE", e.g.
 // "2xH200:141GiB" or "1xH100:80GiB,4xL4:24GiB".
 func ParseSimGPUs(s string) ([]SimGPUSpec, error) {
 	var out []SimGPUSpec
+	total := 0
 	for _, part := range strings.Split(s, ",") {
 		part = strings.TrimSpace(part)
 		m := simSpecRE.FindStringSubmatch(part)
@@ -30,13 +36,17 @@ func ParseSimGPUs(s string) ([]SimGPUSpec, error) {
 			return nil, fmt.Errorf("sim GPUs %q: want [Nx]MODEL:SIZE such as 2xH200:141GiB", part)
 		}
 		n := 1
+		var nerr error
 		if m[1] != "" {
-			n, _ = strconv.Atoi(m[1])
+			n, nerr = strconv.Atoi(m[1])
 		}
-		size, _ := strconv.ParseFloat(m[3], 64)
+		size, serr := strconv.ParseFloat(m[3], 64)
 		unit := map[string]float64{"GiB": 1 << 30, "GB": 1e9, "MiB": 1 << 20, "MB": 1e6}[m[4]]
-		if n < 1 || size <= 0 {
-			return nil, fmt.Errorf("sim GPUs %q: count and size must be positive", part)
+		if nerr != nil || serr != nil || n < 1 || size <= 0 || math.IsInf(size*unit, 0) {
+			return nil, fmt.Errorf("sim GPUs %q: count and size must be positive numbers", part)
+		}
+		if total += n; total > maxSimGPUs {
+			return nil, fmt.Errorf("sim GPUs %q: at most %d GPUs can be simulated", s, maxSimGPUs)
 		}
 		out = append(out, SimGPUSpec{Count: n, Model: m[2], MemoryBytes: size * unit})
 	}

@@ -19,6 +19,23 @@ const (
 	CapacityName   = "capacity"
 )
 
+// The built-in filters' verdicts, built once so that rejecting a candidate
+// does not allocate. They are shared: never modify one.
+var (
+	unfitNodeNotOnline         = Unfit("node not online")
+	unfitPoolDraining          = Unfit("pool draining")
+	unfitPoolNotReady          = Unfit("pool not ready")
+	unfitModelNotServed        = Unfit("model not served")
+	unfitAvoidedByTheTask      = Unfit("avoided by the task")
+	unfitNotTheRequestedNode   = Unfit("not the requested node")
+	unfitNotThePinnedPool      = Unfit("not the pinned pool")
+	unfitNotAPreferredPool     = Unfit("not a preferred pool")
+	unfitDeviceMaskDiffers     = Unfit("device mask differs")
+	unfitNotEnoughVRAM         = Unfit("not enough free VRAM")
+	unfitRecentDispatchFailure = Unfit("recent dispatch failure")
+	unfitNoFreeSlot            = Unfit("no free slot")
+)
+
 // Ready keeps pools that are ready, not draining, on online nodes.
 type Ready struct{}
 
@@ -31,11 +48,11 @@ func (Ready) Name() string { return ReadyName }
 func (Ready) Filter(_ *State, _ *Request, c *Candidate) *Status {
 	switch {
 	case c.NodeStatus != api.StatusOnline:
-		return Unfit("node not online")
+		return unfitNodeNotOnline
 	case c.Pool.Draining:
-		return Unfit("pool draining")
+		return unfitPoolDraining
 	case !c.Pool.Ready:
-		return Unfit("pool not ready")
+		return unfitPoolNotReady
 	}
 	return nil
 }
@@ -53,7 +70,7 @@ func (Model) Filter(_ *State, req *Request, c *Candidate) *Status {
 	if req.Model == "" || slices.Contains(c.Pool.Models, req.Model) {
 		return nil
 	}
-	return Unfit("model not served")
+	return unfitModelNotServed
 }
 
 // Placement applies the task's pin, node, prefer-only and avoid constraints.
@@ -66,21 +83,21 @@ func (Placement) Name() string { return PlacementName }
 
 // Filter implements FilterPlugin.
 func (Placement) Filter(state *State, req *Request, c *Candidate) *Status {
-	if state.avoid[c.Pool.PoolID] || state.avoid[c.Key()] {
-		return Unfit("avoided by the task")
+	if state.avoid.has(c) {
+		return unfitAvoidedByTheTask
 	}
 	nodeMayDiffer := req.Mode == "prefer" && req.AllowFallback
 	if req.NodeID != "" && c.NodeID != req.NodeID && !nodeMayDiffer {
-		return Unfit("not the requested node")
+		return unfitNotTheRequestedNode
 	}
 	switch req.Mode {
 	case "pin":
 		if c.Pool.PoolID != req.PinPoolID {
-			return Unfit("not the pinned pool")
+			return unfitNotThePinnedPool
 		}
 	case "prefer":
-		if !req.AllowFallback && len(state.prefer) > 0 && !state.prefer[c.Pool.PoolID] {
-			return Unfit("not a preferred pool")
+		if !req.AllowFallback && !state.prefer.empty() && !state.prefers(c) {
+			return unfitNotAPreferredPool
 		}
 	}
 	return nil
@@ -99,7 +116,7 @@ func (DeviceMask) Filter(_ *State, req *Request, c *Candidate) *Status {
 	if req.DeviceMask == "" || req.DeviceMask == c.Pool.DeviceMask {
 		return nil
 	}
-	return Unfit("device mask differs")
+	return unfitDeviceMaskDiffers
 }
 
 // VRAM drops pools whose GPUs lack the free memory the task needs. Unknown
@@ -120,7 +137,7 @@ func (VRAM) Filter(state *State, req *Request, c *Candidate) *Status {
 	if !ok || free >= float64(req.VRAMBytes) {
 		return nil
 	}
-	return Unfit("not enough free VRAM")
+	return unfitNotEnoughVRAM
 }
 
 // freeVRAM is the freshest free-memory figure: scraped, else the heartbeat's.
@@ -146,7 +163,7 @@ func (Quarantine) Name() string { return QuarantineName }
 // Filter implements FilterPlugin.
 func (q Quarantine) Filter(state *State, _ *Request, c *Candidate) *Status {
 	if !c.RecentFailure.IsZero() && state.Now.Sub(c.RecentFailure) < q.Window {
-		return Unfit("recent dispatch failure")
+		return unfitRecentDispatchFailure
 	}
 	return nil
 }
@@ -166,5 +183,5 @@ func (Capacity) Filter(_ *State, _ *Request, c *Candidate) *Status {
 	if c.FreeSlots() > 0 {
 		return nil
 	}
-	return Unfit("no free slot")
+	return unfitNoFreeSlot
 }

@@ -101,16 +101,10 @@ var ErrNoCandidates = errors.New("no pool can take the task")
 func (f *Framework) Schedule(now time.Time, req *Request, cands []Candidate, affinityPool string) (*Decision, error) {
 	state := &State{Now: now, StaleAfter: f.stale, AffinityPool: affinityPool}
 	if len(req.AvoidPools) > 0 {
-		state.avoid = make(map[string]bool, len(req.AvoidPools))
-		for _, p := range req.AvoidPools {
-			state.avoid[p] = true
-		}
+		state.avoid = newPoolSet(req.AvoidPools)
 	}
 	if len(req.PreferPools) > 0 {
-		state.prefer = make(map[string]bool, len(req.PreferPools))
-		for _, p := range req.PreferPools {
-			state.prefer[p] = true
-		}
+		state.prefer = newPoolSet(req.PreferPools)
 	}
 	d := &Decision{Ranked: make([]Ranked, 0, len(cands))}
 	for i := range cands {

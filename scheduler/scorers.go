@@ -124,13 +124,15 @@ func (SessionAffinity) Name() string { return SessionAffinityName }
 
 // Score implements ScorePlugin.
 func (SessionAffinity) Score(state *State, _ *Request, c *Candidate) (int64, *Status) {
-	if state.AffinityPool != "" && state.AffinityPool == c.Key() {
+	if state.AffinityPool != "" && c.hasKey(state.AffinityPool) {
 		return MaxScore, nil
 	}
 	return 0, nil
 }
 
-// Prefer favours the task's prefer_pools.
+// Prefer favours the task's prefer_pools and, in prefer mode, its node_id
+// (which the Placement filter does not enforce when fallback is allowed).
+// A candidate meeting half of what the task asked for scores half.
 type Prefer struct{}
 
 var _ ScorePlugin = Prefer{}
@@ -139,9 +141,22 @@ var _ ScorePlugin = Prefer{}
 func (Prefer) Name() string { return PreferName }
 
 // Score implements ScorePlugin.
-func (Prefer) Score(state *State, _ *Request, c *Candidate) (int64, *Status) {
-	if state.prefer[c.Pool.PoolID] {
-		return MaxScore, nil
+func (Prefer) Score(state *State, req *Request, c *Candidate) (int64, *Status) {
+	var asked, met int64
+	if !state.prefer.empty() {
+		asked++
+		if state.prefers(c) {
+			met++
+		}
 	}
-	return 0, nil
+	if req.Mode == "prefer" && req.NodeID != "" {
+		asked++
+		if c.NodeID == req.NodeID {
+			met++
+		}
+	}
+	if asked == 0 {
+		return 0, nil
+	}
+	return MaxScore * met / asked, nil
 }

@@ -25,6 +25,13 @@ type Candidate struct {
 // Key names a candidate uniquely.
 func (c *Candidate) Key() string { return c.NodeID + "/" + c.Pool.PoolID }
 
+// hasKey reports whether k == c.Key(), without building the key.
+func (c *Candidate) hasKey(k string) bool {
+	n := len(c.NodeID)
+	return len(k) == n+1+len(c.Pool.PoolID) && k[n] == '/' &&
+		k[:n] == c.NodeID && k[n+1:] == c.Pool.PoolID
+}
+
 // FreeSlots is the pool's free slots as the node last reported them,
 // corrected by what this control plane has dispatched since: the engine's
 // busy count and our own in-flight count overlap, so the larger is taken.
@@ -56,7 +63,8 @@ type Request struct {
 	Model     string
 	// VRAMBytes the task needs free on the pool's GPUs; 0 = no requirement.
 	VRAMBytes uint64
-	// Placement constraints (SPEC §5 "placement").
+	// Placement constraints (SPEC §5 "placement"). PreferPools and
+	// AvoidPools name pools by pool id or by "node/pool" key.
 	Mode          string // auto, pin, prefer
 	PinPoolID     string
 	NodeID        string
@@ -90,9 +98,48 @@ type State struct {
 	// MaxTokenRate is the fastest fresh TokenRate among the feasible
 	// candidates (0 if none), for scorers that rate speed relatively.
 	MaxTokenRate float64
-	avoid        map[string]bool
-	prefer       map[string]bool
+	avoid        poolSet
+	prefer       poolSet
 }
+
+// poolSet is a set of pools named by pool id or by "node/pool" key, looked
+// up without building the candidate's key (which would allocate).
+type poolSet struct {
+	ids  map[string]bool
+	keys map[poolKey]bool
+}
+
+type poolKey struct{ node, pool string }
+
+func newPoolSet(names []string) poolSet {
+	s := poolSet{ids: make(map[string]bool, len(names))}
+	for _, n := range names {
+		s.ids[n] = true
+		// Every way n splits into node "/" pool, so that a key matches
+		// exactly when it equals Candidate.Key.
+		for i := range len(n) {
+			if n[i] != '/' {
+				continue
+			}
+			if s.keys == nil {
+				s.keys = map[poolKey]bool{}
+			}
+			s.keys[poolKey{n[:i], n[i+1:]}] = true
+		}
+	}
+	return s
+}
+
+func (s poolSet) empty() bool { return len(s.ids) == 0 }
+
+// has reports whether c's pool id or key is in the set.
+func (s poolSet) has(c *Candidate) bool {
+	return s.ids[c.Pool.PoolID] || s.keys[poolKey{c.NodeID, c.Pool.PoolID}]
+}
+
+// prefers reports whether c is one of the task's prefer_pools, named by
+// pool id or, like avoid_pools, by "node/pool" key.
+func (s *State) prefers(c *Candidate) bool { return s.prefer.has(c) }
 
 // Fresh reports whether u is recent enough to use.
 func (s *State) Fresh(u Utilization) bool {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -42,6 +44,19 @@ var queries = map[string]string{
 	"gpu_free":      "llorch_gpu_memory_free_bytes",
 }
 
+// ageQuery gives each node's oldest sample time among the series above.
+// An instant query stamps its results with the evaluation time, not the
+// samples' own, so without it a node Prometheus last scraped minutes ago
+// (within its lookback) would read as fresh.
+var ageQuery = func() string {
+	names := make([]string, 0, len(queries))
+	for _, q := range queries {
+		names = append(names, q)
+	}
+	sort.Strings(names)
+	return `min by (node_id) (timestamp({__name__=~"` + strings.Join(names, "|") + `"}))`
+}()
+
 // NewPromQL queries the Prometheus server at url every interval.
 func NewPromQL(url string, interval time.Duration) (*PromQL, error) {
 	c, err := promapi.NewClient(promapi.Config{Address: url})
@@ -56,11 +71,7 @@ func (p *PromQL) Run(ctx context.Context) {
 	t := time.NewTicker(p.interval)
 	defer t.Stop()
 	for {
-		if err := p.Refresh(ctx); err != nil {
-			p.mu.Lock()
-			p.err = err
-			p.mu.Unlock()
-		}
+		_ = p.Refresh(ctx) // Err reports it
 		select {
 		case <-ctx.Done():
 			return
@@ -76,8 +87,19 @@ func (p *PromQL) Err() error {
 	return p.err
 }
 
-// Refresh runs the queries once and replaces the snapshot.
+// Refresh runs the queries once and replaces the snapshot. A failed
+// refresh keeps the last snapshot, which ages into staleness, and sets Err.
 func (p *PromQL) Refresh(ctx context.Context) error {
+	err := p.refresh(ctx)
+	if err != nil {
+		p.mu.Lock()
+		p.err = err
+		p.mu.Unlock()
+	}
+	return err
+}
+
+func (p *PromQL) refresh(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, p.interval)
 	defer cancel()
 	nodes := map[string]nodeReading{}
@@ -146,6 +168,9 @@ func (p *PromQL) Refresh(ctx context.Context) error {
 			n.pools[poolID] = pr
 		}
 	}
+	if err := p.applyAges(ctx, nodes); err != nil {
+		return err
+	}
 	p.mu.Lock()
 	p.nodes, p.err = nodes, nil
 	p.mu.Unlock()
@@ -161,4 +186,27 @@ func (p *PromQL) Get(nodeID, poolID, deviceMask string) scheduler.Utilization {
 		return scheduler.Utilization{}
 	}
 	return n.utilization(poolID, exporter.DeviceIndices(deviceMask))
+}
+
+// applyAges dates each node's reading by its oldest sample (ageQuery).
+func (p *PromQL) applyAges(ctx context.Context, nodes map[string]nodeReading) error {
+	res, _, _, err := p.api.Query(ctx, ageQuery, time.Now())
+	if err != nil {
+		return fmt.Errorf("promql %s: %w", ageQuery, err)
+	}
+	vec, ok := res.(model.Vector)
+	if !ok {
+		return fmt.Errorf("promql %s: want a vector, got %s", ageQuery, res.Type())
+	}
+	for _, s := range vec {
+		n, ok := nodes[string(s.Metric["node_id"])]
+		if !ok || math.IsNaN(float64(s.Value)) {
+			continue
+		}
+		if at := time.UnixMilli(int64(math.Round(float64(s.Value) * 1e3))); at.Before(n.at) {
+			n.at = at
+			nodes[string(s.Metric["node_id"])] = n
+		}
+	}
+	return nil
 }

@@ -1,0 +1,128 @@
+package scheduler_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/llorch/llorch/api"
+	"github.com/llorch/llorch/scheduler"
+	"github.com/llorch/llorch/scheduler/schedtest"
+)
+
+func TestFilters(t *testing.T) {
+	const gib = 1 << 30
+	p0 := func() *schedtest.CandidateWrapper { return schedtest.Pool("pool-0").Node("n1").Slots(4, 4).Models("m") }
+	cases := []struct {
+		name   string
+		filter scheduler.FilterPlugin
+		req    scheduler.Request
+		cand   scheduler.Candidate
+		want   string // reason; "" = fits
+	}{
+		// Ready.
+		{"ready: online and ready", scheduler.Ready{}, scheduler.Request{}, p0().Obj(), ""},
+		{"ready: offline node", scheduler.Ready{}, scheduler.Request{}, p0().NodeStatus(api.StatusOffline).Obj(), "node not online"},
+		{"ready: draining node", scheduler.Ready{}, scheduler.Request{}, p0().NodeStatus(api.StatusDraining).Obj(), "node not online"},
+		{"ready: draining pool", scheduler.Ready{}, scheduler.Request{}, p0().Draining().Obj(), "pool draining"},
+		{"ready: pool not ready", scheduler.Ready{}, scheduler.Request{}, p0().NotReady().Obj(), "pool not ready"},
+
+		// Model.
+		{"model: served", scheduler.Model{}, scheduler.Request{Model: "m"}, p0().Models("x", "m").Obj(), ""},
+		{"model: not served", scheduler.Model{}, scheduler.Request{Model: "m"}, p0().Models("x").Obj(), "model not served"},
+		{"model: none served", scheduler.Model{}, scheduler.Request{Model: "m"}, p0().Models().Obj(), "model not served"},
+		{"model: any", scheduler.Model{}, scheduler.Request{}, p0().Models().Obj(), ""},
+
+		// Placement.
+		{"placement: auto", scheduler.Placement{}, scheduler.Request{Mode: "auto"}, p0().Obj(), ""},
+		{"placement: pin hit", scheduler.Placement{}, scheduler.Request{Mode: "pin", PinPoolID: "pool-0"}, p0().Obj(), ""},
+		{"placement: pin miss", scheduler.Placement{}, scheduler.Request{Mode: "pin", PinPoolID: "pool-1"}, p0().Obj(), "not the pinned pool"},
+		{"placement: pin miss despite fallback", scheduler.Placement{}, scheduler.Request{Mode: "pin", PinPoolID: "pool-1", AllowFallback: true}, p0().Obj(), "not the pinned pool"},
+		{"placement: pin with node hit", scheduler.Placement{}, scheduler.Request{Mode: "pin", PinPoolID: "pool-0", NodeID: "n1"}, p0().Obj(), ""},
+		{"placement: pin with other node", scheduler.Placement{}, scheduler.Request{Mode: "pin", PinPoolID: "pool-0", NodeID: "n2"}, p0().Obj(), "not the requested node"},
+		{"placement: prefer hit", scheduler.Placement{}, scheduler.Request{Mode: "prefer", PreferPools: []string{"pool-1", "pool-0"}}, p0().Obj(), ""},
+		{"placement: prefer hit by key", scheduler.Placement{}, scheduler.Request{Mode: "prefer", PreferPools: []string{"n1/pool-0"}}, p0().Obj(), ""},
+		{"placement: prefer key of another node", scheduler.Placement{}, scheduler.Request{Mode: "prefer", PreferPools: []string{"n2/pool-0"}}, p0().Obj(), "not a preferred pool"},
+		{"placement: prefer miss", scheduler.Placement{}, scheduler.Request{Mode: "prefer", PreferPools: []string{"pool-1"}}, p0().Obj(), "not a preferred pool"},
+		{"placement: prefer miss with fallback", scheduler.Placement{}, scheduler.Request{Mode: "prefer", PreferPools: []string{"pool-1"}, AllowFallback: true}, p0().Obj(), ""},
+		{"placement: prefer nothing", scheduler.Placement{}, scheduler.Request{Mode: "prefer"}, p0().Obj(), ""},
+		{"placement: avoid pool id", scheduler.Placement{}, scheduler.Request{AvoidPools: []string{"pool-0"}}, p0().Obj(), "avoided by the task"},
+		{"placement: avoid key", scheduler.Placement{}, scheduler.Request{AvoidPools: []string{"n1/pool-0"}}, p0().Obj(), "avoided by the task"},
+		{"placement: avoid key of another node", scheduler.Placement{}, scheduler.Request{AvoidPools: []string{"n2/pool-0", "pool-1"}}, p0().Obj(), ""},
+		{"placement: avoid beats pin", scheduler.Placement{}, scheduler.Request{Mode: "pin", PinPoolID: "pool-0", AvoidPools: []string{"pool-0"}}, p0().Obj(), "avoided by the task"},
+		{"placement: avoid beats prefer", scheduler.Placement{}, scheduler.Request{Mode: "prefer", PreferPools: []string{"pool-0"}, AvoidPools: []string{"n1/pool-0"}}, p0().Obj(), "avoided by the task"},
+		{"placement: node hit", scheduler.Placement{}, scheduler.Request{NodeID: "n1"}, p0().Obj(), ""},
+		{"placement: node miss", scheduler.Placement{}, scheduler.Request{NodeID: "n2"}, p0().Obj(), "not the requested node"},
+		// allow_fallback relaxes prefer mode only.
+		{"placement: node miss, auto with fallback", scheduler.Placement{}, scheduler.Request{Mode: "auto", NodeID: "n2", AllowFallback: true}, p0().Obj(), "not the requested node"},
+		{"placement: node miss, prefer", scheduler.Placement{}, scheduler.Request{Mode: "prefer", NodeID: "n2"}, p0().Obj(), "not the requested node"},
+		{"placement: node miss, prefer with fallback", scheduler.Placement{}, scheduler.Request{Mode: "prefer", NodeID: "n2", AllowFallback: true}, p0().Obj(), ""},
+
+		// DeviceMask.
+		{"device mask: any", scheduler.DeviceMask{}, scheduler.Request{}, p0().DeviceMask("0,1").Obj(), ""},
+		{"device mask: equal", scheduler.DeviceMask{}, scheduler.Request{DeviceMask: "1"}, p0().DeviceMask("1").Obj(), ""},
+		{"device mask: differs", scheduler.DeviceMask{}, scheduler.Request{DeviceMask: "1"}, p0().DeviceMask("0,1").Obj(), "device mask differs"},
+		{"device mask: pool on all GPUs", scheduler.DeviceMask{}, scheduler.Request{DeviceMask: "0"}, p0().Obj(), "device mask differs"},
+
+		// VRAM.
+		{"vram: no need", scheduler.VRAM{}, scheduler.Request{}, p0().FreeVRAM(40*gib, 0).Obj(), ""},
+		{"vram: fresh scrape below need", scheduler.VRAM{}, scheduler.Request{VRAMBytes: 8 * gib},
+			p0().FreeVRAM(40*gib, 40*gib).Util(schedtest.Util(fresh).VRAM(4 * gib).Obj()).Obj(), "not enough free VRAM"},
+		{"vram: fresh scrape meets need exactly", scheduler.VRAM{}, scheduler.Request{VRAMBytes: 8 * gib},
+			p0().FreeVRAM(40*gib, 0).Util(schedtest.Util(fresh).VRAM(8 * gib).Obj()).Obj(), ""},
+		{"vram: stale scrape falls back to heartbeat (fits)", scheduler.VRAM{}, scheduler.Request{VRAMBytes: 8 * gib},
+			p0().FreeVRAM(40*gib, 30*gib).Util(schedtest.Util(old).VRAM(0).Obj()).Obj(), ""},
+		{"vram: stale scrape falls back to heartbeat (unfit)", scheduler.VRAM{}, scheduler.Request{VRAMBytes: 8 * gib},
+			p0().FreeVRAM(40*gib, 4*gib).Util(schedtest.Util(old).VRAM(40 * gib).Obj()).Obj(), "not enough free VRAM"},
+		{"vram: fresh scrape without VRAM uses heartbeat", scheduler.VRAM{}, scheduler.Request{VRAMBytes: 8 * gib},
+			p0().FreeVRAM(40*gib, 4*gib).Util(schedtest.Util(fresh).GPU(0.5).Obj()).Obj(), "not enough free VRAM"},
+		{"vram: heartbeat only", scheduler.VRAM{}, scheduler.Request{VRAMBytes: 8 * gib}, p0().FreeVRAM(40*gib, 9*gib).Obj(), ""},
+		{"vram: unknown passes", scheduler.VRAM{}, scheduler.Request{VRAMBytes: 8 * gib}, p0().Obj(), ""},
+		{"vram: unknown with stale scrape passes", scheduler.VRAM{}, scheduler.Request{VRAMBytes: 8 * gib},
+			p0().Util(schedtest.Util(old).VRAM(0).Obj()).Obj(), ""},
+
+		// Quarantine.
+		{"quarantine: never failed", scheduler.Quarantine{Window: 30 * time.Second}, scheduler.Request{}, p0().Obj(), ""},
+		{"quarantine: failed within window", scheduler.Quarantine{Window: 30 * time.Second}, scheduler.Request{},
+			p0().Failed(now.Add(-10 * time.Second)).Obj(), "recent dispatch failure"},
+		{"quarantine: failed as the window ends", scheduler.Quarantine{Window: 30 * time.Second}, scheduler.Request{},
+			p0().Failed(now.Add(-30 * time.Second)).Obj(), ""},
+		{"quarantine: failed long ago", scheduler.Quarantine{Window: 30 * time.Second}, scheduler.Request{},
+			p0().Failed(now.Add(-time.Hour)).Obj(), ""},
+		{"quarantine: no window", scheduler.Quarantine{}, scheduler.Request{}, p0().Failed(now).Obj(), ""},
+
+		// Capacity.
+		{"capacity: free slot", scheduler.Capacity{}, scheduler.Request{}, p0().Slots(4, 1).Obj(), ""},
+		{"capacity: reported full", scheduler.Capacity{}, scheduler.Request{}, p0().Slots(4, 0).Obj(), "no free slot"},
+		{"capacity: in flight fills the gap", scheduler.Capacity{}, scheduler.Request{}, p0().Slots(4, 3).InFlight(4).Obj(), "no free slot"},
+		{"capacity: in flight below reported busy", scheduler.Capacity{}, scheduler.Request{}, p0().Slots(4, 1).InFlight(2).Obj(), ""},
+		{"capacity: no slots", scheduler.Capacity{}, scheduler.Request{}, p0().Slots(0, 0).Obj(), "no free slot"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := filterOne(t, tc.filter, tc.req, tc.cand); got != tc.want {
+				t.Errorf("reason %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestFreeSlots(t *testing.T) {
+	cases := []struct {
+		total, free, inFlight, want int
+	}{
+		{4, 4, 0, 4},
+		{4, 1, 0, 1},
+		{4, 4, 3, 1}, // dispatched since the heartbeat
+		{4, 1, 2, 1}, // the heartbeat already counts them
+		{4, 2, 3, 1},
+		{4, 0, 6, 0},
+		{4, 4, 9, 0}, // never negative
+		{0, 0, 0, 0},
+	}
+	for _, tc := range cases {
+		c := schedtest.Pool("p").Slots(tc.total, tc.free).InFlight(tc.inFlight).Obj()
+		if got := c.FreeSlots(); got != tc.want {
+			t.Errorf("Slots(%d, %d) InFlight %d: FreeSlots %d, want %d", tc.total, tc.free, tc.inFlight, got, tc.want)
+		}
+	}
+}
