@@ -24,8 +24,11 @@ type Fleet interface {
 // Placement is where a job runs.
 type Placement struct {
 	Candidate scheduler.Candidate
-	// Ranked is the decision, best first, for explanations and retries.
-	Ranked        []scheduler.Ranked
+	// Score is the winner's total; RunnerUp the next best key and total
+	// ("" when it had no rival), for the placement span.
+	Score         int64
+	RunnerUp      string
+	RunnerUpScore int64
 	QueuePosition int
 	Waited        time.Duration
 }
@@ -79,10 +82,11 @@ type Options struct {
 
 // Dispatcher places queued jobs.
 type Dispatcher struct {
-	opts    Options
-	place   *scheduler.Framework // with the capacity filter
-	explain *scheduler.Framework // without: could the task ever fit?
-	now     func() time.Time
+	opts        Options
+	place       *scheduler.Framework // capacity filter, sampled on large fleets
+	explainFull *scheduler.Framework // capacity filter, every candidate
+	feasible    *scheduler.Framework // no capacity filter: could the task ever fit?
+	now         func() time.Time
 
 	mu         sync.Mutex
 	inflight   map[string]int       // by candidate key
@@ -117,7 +121,7 @@ func New(opts Options) (*Dispatcher, error) {
 		return nil, err
 	}
 	return &Dispatcher{
-		opts: opts, place: place, explain: explain, now: time.Now,
+		opts: opts, place: place.Sampled(), explainFull: place, feasible: explain, now: time.Now,
 		inflight: map[string]int{}, failures: map[string]time.Time{},
 		affinity: map[string]string{}, unfittable: map[string]time.Time{},
 		service: time.Second,
@@ -164,7 +168,7 @@ func (d *Dispatcher) affinityOf(session string) string {
 // Explain ranks the fleet for req as placement would now, with the
 // capacity filter, so full pools show as rejected.
 func (d *Dispatcher) Explain(req scheduler.Request) (*scheduler.Decision, error) {
-	return d.place.Schedule(d.now(), &req, d.candidates(), d.affinityOf(req.SessionID))
+	return d.explainFull.Schedule(d.now(), &req, d.candidates(), d.affinityOf(req.SessionID))
 }
 
 // Scorers names the score components of explanations, in order.
@@ -176,9 +180,9 @@ func (d *Dispatcher) Scorers() []scheduler.WeightedScorer { return d.place.Score
 func (d *Dispatcher) Submit(j *Job) (position int, predicted time.Duration, e *api.Error) {
 	now := d.now()
 	j.Enqueued = now
-	if _, err := d.explain.Schedule(now, &j.Req, d.candidates(), ""); err != nil {
+	if !d.feasible.AnyFeasible(now, &j.Req, d.candidates()) {
 		d.opts.Metrics.decision("unavailable")
-		return 0, 0, d.unavailable(&j.Req, err)
+		return 0, 0, d.unavailable(&j.Req)
 	}
 	predicted = d.predictWait()
 	if !j.Deadline.IsZero() && now.Add(predicted).After(j.Deadline) {
@@ -202,7 +206,7 @@ func (d *Dispatcher) Submit(j *Job) (position int, predicted time.Duration, e *a
 }
 
 // unavailable classifies why no pool fits.
-func (d *Dispatcher) unavailable(req *scheduler.Request, err error) *api.Error {
+func (d *Dispatcher) unavailable(req *scheduler.Request) *api.Error {
 	if req.Model != "" {
 		served := false
 		for _, c := range d.opts.Fleet.Candidates() {
@@ -216,7 +220,8 @@ func (d *Dispatcher) unavailable(req *scheduler.Request, err error) *api.Error {
 			return &api.Error{Code: api.CodeModelNotAvailable, Message: "no ready pool serves model " + req.Model, Retriable: true, RetryAfterMS: 5000}
 		}
 	}
-	return &api.Error{Code: api.CodePoolUnavailable, Message: err.Error(), Retriable: true, RetryAfterMS: 5000}
+	return &api.Error{Code: api.CodePoolUnavailable, Message: "no pool can take the task: every pool is filtered out (not ready, draining, offline, pinned elsewhere, avoided, or short of VRAM); see GET /v2/placement/explain",
+		Retriable: true, RetryAfterMS: 5000}
 }
 
 // predictWait estimates when a task admitted now would start: the queue
@@ -327,20 +332,28 @@ func (d *Dispatcher) pass() {
 		dec, err := d.place.Schedule(now, &j.Req, cands, d.affinityOf(j.Req.SessionID))
 		d.opts.Metrics.placementLatency(time.Since(begin))
 		if err != nil {
+			d.place.Release(dec)
 			d.checkUnfittable(j, now, cands)
 			continue
 		}
 		if !d.opts.Queue.Remove(j.ID) {
+			d.place.Release(dec)
 			continue // cancelled meanwhile
 		}
 		best := dec.Ranked[0].Candidate
+		pl := Placement{Candidate: *best, Score: dec.Ranked[0].Total, QueuePosition: pos, Waited: now.Sub(j.Enqueued)}
+		if len(dec.Ranked) > 1 {
+			pl.RunnerUp, pl.RunnerUpScore = dec.Ranked[1].Candidate.Key(), dec.Ranked[1].Total
+		}
+		d.place.Release(dec)
 		best.InFlight++ // later jobs of this pass see the slot taken
 		d.mu.Lock()
 		d.inflight[best.Key()]++
 		delete(d.unfittable, j.ID)
 		d.mu.Unlock()
 		d.opts.Metrics.decision("placed")
-		j.placed <- Placement{Candidate: *best, Ranked: dec.Ranked, QueuePosition: pos, Waited: now.Sub(j.Enqueued)}
+		pl.Candidate.InFlight = best.InFlight
+		j.placed <- pl
 	}
 	d.opts.Metrics.queueDepth(d.opts.Queue)
 }
@@ -348,10 +361,10 @@ func (d *Dispatcher) pass() {
 // checkUnfittable fails a job that no pool could take even with a free
 // slot for longer than Unplaceable; a job merely waiting for a slot waits.
 func (d *Dispatcher) checkUnfittable(j *Job, now time.Time, cands []scheduler.Candidate) {
-	_, err := d.explain.Schedule(now, &j.Req, cands, "")
+	fits := d.feasible.AnyFeasible(now, &j.Req, cands)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if err == nil {
+	if fits {
 		delete(d.unfittable, j.ID)
 		return
 	}
@@ -366,7 +379,6 @@ func (d *Dispatcher) checkUnfittable(j *Job, now time.Time, cands []scheduler.Ca
 	delete(d.unfittable, j.ID)
 	if d.opts.Queue.Remove(j.ID) {
 		d.opts.Metrics.decision("unavailable")
-		e := d.unavailable(&j.Req, err)
-		j.failed <- e
+		j.failed <- d.unavailable(&j.Req)
 	}
 }

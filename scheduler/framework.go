@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"sort"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -37,6 +39,11 @@ type Framework struct {
 	filters []FilterPlugin
 	scorers []WeightedScorer
 	stale   time.Duration
+	// sample, when set, stops filtering once enough feasible candidates
+	// are found on a large fleet (see FeasibleToFind); next rotates where
+	// each decision starts, so every pool gets its turn.
+	sample bool
+	next   atomic.Uint64
 }
 
 // NewFramework validates the plugin set: every scorer needs a weight in
@@ -61,6 +68,24 @@ func NewFramework(filters []FilterPlugin, scorers []WeightedScorer, staleAfter t
 	return &Framework{filters: filters, scorers: scorers, stale: staleAfter}, nil
 }
 
+// Sampled returns a framework with the same plugins that scores only a
+// rotating sample of the feasible candidates on large fleets, as the
+// Kubernetes scheduler does (percentageOfNodesToScore): on 4,000 pools a
+// decision examines about 200 feasible ones, starting where the last one
+// stopped. Explanations use the unsampled framework.
+func (f *Framework) Sampled() *Framework {
+	return &Framework{filters: f.filters, scorers: f.scorers, stale: f.stale, sample: true}
+}
+
+// FeasibleToFind is how many feasible candidates a sampled decision
+// scores out of n: all up to 100, then 5 %, at least 100.
+func FeasibleToFind(n int) int {
+	if n <= 100 {
+		return n
+	}
+	return max(100, n*5/100)
+}
+
 // Scorers returns the scorers with their weights, for explanations.
 func (f *Framework) Scorers() []WeightedScorer { return f.scorers }
 
@@ -79,10 +104,29 @@ type Rejected struct {
 	Reason    string
 }
 
-// Decision is a placement: candidates ranked best first.
+// Decision is a placement: candidates ranked best first (a sampled
+// framework orders only the first two).
 type Decision struct {
 	Ranked   []Ranked
 	Rejected []Rejected
+	// Examined counts the candidates filtered; fewer than offered when a
+	// sampled framework found enough feasible ones.
+	Examined int
+
+	components []int64 // backing store of Ranked[i].Components
+}
+
+// decisions recycles Decision buffers between placements: a dispatch
+// decision's buffers are the bulk of its garbage.
+var decisions = sync.Pool{New: func() any { return new(Decision) }}
+
+// Release hands a decision's buffers back for reuse. Call it only when
+// nothing of the decision (Ranked, Components, candidates' pointers) is
+// kept.
+func (f *Framework) Release(d *Decision) {
+	if d != nil {
+		decisions.Put(d)
+	}
 }
 
 // Best returns the winner, if any.
@@ -106,14 +150,28 @@ func (f *Framework) Schedule(now time.Time, req *Request, cands []Candidate, aff
 	if len(req.PreferPools) > 0 {
 		state.prefer = newPoolSet(req.PreferPools)
 	}
-	d := &Decision{Ranked: make([]Ranked, 0, len(cands))}
-	for i := range cands {
-		c := &cands[i]
+	n := len(cands)
+	want, start := n, 0
+	if f.sample && n > 0 {
+		want = FeasibleToFind(n)
+		start = int(f.next.Load() % uint64(n))
+	}
+	d := decisions.Get().(*Decision)
+	d.Ranked, d.Rejected = d.Ranked[:0], d.Rejected[:0]
+	examined := 0
+	for ; examined < n && len(d.Ranked) < want; examined++ {
+		idx := start + examined
+		if idx >= n {
+			idx -= n
+		}
+		c := &cands[idx]
 		if plugin, st := f.runFilters(state, req, c); st != nil {
 			if st.Err != nil {
 				return nil, fmt.Errorf("filter %s on %s: %w", plugin, c.Key(), st.Err)
 			}
-			d.Rejected = append(d.Rejected, Rejected{Candidate: c, Plugin: plugin, Reason: st.Reason})
+			if !f.sample { // dispatch needs no list of rejections; explain does
+				d.Rejected = append(d.Rejected, Rejected{Candidate: c, Plugin: plugin, Reason: st.Reason})
+			}
 			continue
 		}
 		d.Ranked = append(d.Ranked, Ranked{Candidate: c})
@@ -121,7 +179,16 @@ func (f *Framework) Schedule(now time.Time, req *Request, cands []Candidate, aff
 			state.MaxTokenRate = math.Max(state.MaxTokenRate, c.Util.TokenRate)
 		}
 	}
-	components := make([]int64, len(d.Ranked)*len(f.scorers))
+	if f.sample {
+		f.next.Add(uint64(examined))
+	}
+	d.Examined = examined
+	if need := len(d.Ranked) * len(f.scorers); cap(d.components) < need {
+		d.components = make([]int64, need)
+	} else {
+		d.components = d.components[:need]
+	}
+	components := d.components
 	for i := range d.Ranked {
 		c := d.Ranked[i].Candidate
 		comp := components[i*len(f.scorers) : (i+1)*len(f.scorers)]
@@ -139,11 +206,61 @@ func (f *Framework) Schedule(now time.Time, req *Request, cands []Candidate, aff
 		}
 		d.Ranked[i].Total, d.Ranked[i].Components = total, comp
 	}
-	sort.Slice(d.Ranked, func(i, j int) bool { return better(&d.Ranked[i], &d.Ranked[j]) })
+	if f.sample {
+		// Dispatch needs the winner and the runner-up only: select them
+		// in one pass instead of sorting the sample.
+		selectTop2(d.Ranked)
+	} else {
+		sortRanked(d.Ranked)
+	}
 	if len(d.Ranked) == 0 {
-		return d, fmt.Errorf("%w: %d rejected", ErrNoCandidates, len(d.Rejected))
+		return d, fmt.Errorf("%w: %d rejected", ErrNoCandidates, d.Examined)
 	}
 	return d, nil
+}
+
+// selectTop2 moves the best two candidates to the front, in order; the
+// rest stay unordered.
+func selectTop2(r []Ranked) {
+	for k := 0; k < 2 && k < len(r); k++ {
+		best := k
+		for i := k + 1; i < len(r); i++ {
+			if better(&r[i], &r[best]) {
+				best = i
+			}
+		}
+		r[k], r[best] = r[best], r[k]
+	}
+}
+
+func sortRanked(r []Ranked) {
+	slices.SortFunc(r, func(a, b Ranked) int {
+		switch {
+		case better(&a, &b):
+			return -1
+		case better(&b, &a):
+			return 1
+		}
+		return 0
+	})
+}
+
+// AnyFeasible reports whether some candidate passes every filter; it
+// stops at the first (admission asks "could this task ever run?").
+func (f *Framework) AnyFeasible(now time.Time, req *Request, cands []Candidate) bool {
+	state := &State{Now: now, StaleAfter: f.stale}
+	if len(req.AvoidPools) > 0 {
+		state.avoid = newPoolSet(req.AvoidPools)
+	}
+	if len(req.PreferPools) > 0 {
+		state.prefer = newPoolSet(req.PreferPools)
+	}
+	for i := range cands {
+		if _, st := f.runFilters(state, req, &cands[i]); st == nil {
+			return true
+		}
+	}
+	return false
 }
 
 func (f *Framework) runFilters(state *State, req *Request, c *Candidate) (string, *Status) {

@@ -2,6 +2,7 @@ package scheduler_test
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -298,5 +299,56 @@ func TestNewFramework(t *testing.T) {
 				t.Error("a framework alongside the error")
 			}
 		})
+	}
+}
+
+func TestSampledFrameworkRotatesOverLargeFleets(t *testing.T) {
+	full, err := scheduler.NewDefault(scheduler.Options{StaleAfter: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fw := full.Sampled()
+	var cands []scheduler.Candidate
+	for i := range 400 {
+		cands = append(cands, schedtest.Pool("pool-0").Node(fmt.Sprintf("n%03d", i)).Slots(4, 4).Obj())
+	}
+	if got := scheduler.FeasibleToFind(400); got != 100 {
+		t.Fatalf("FeasibleToFind(400) = %d", got)
+	}
+	if got := scheduler.FeasibleToFind(4000); got != 200 {
+		t.Fatalf("FeasibleToFind(4000) = %d", got)
+	}
+	if got := scheduler.FeasibleToFind(60); got != 60 {
+		t.Fatalf("FeasibleToFind(60) = %d", got)
+	}
+	seen := map[string]bool{}
+	for range 4 {
+		req := scheduler.Request{}
+		d, err := fw.Schedule(time.Now(), &req, cands, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(d.Ranked) != 100 || d.Examined != 100 {
+			t.Fatalf("ranked %d, examined %d, want 100", len(d.Ranked), d.Examined)
+		}
+		for _, r := range d.Ranked {
+			seen[r.Candidate.NodeID] = true
+		}
+	}
+	// Four decisions of 100 each covered all 400 pools: the start rotates.
+	if len(seen) != 400 {
+		t.Fatalf("4 sampled decisions examined %d distinct pools, want 400", len(seen))
+	}
+	// The unsampled framework still ranks everything.
+	req := scheduler.Request{}
+	if d, _ := full.Schedule(time.Now(), &req, cands, ""); len(d.Ranked) != 400 {
+		t.Fatalf("full framework ranked %d", len(d.Ranked))
+	}
+	if !full.AnyFeasible(time.Now(), &req, cands) {
+		t.Fatal("AnyFeasible = false")
+	}
+	none := scheduler.Request{Model: "absent"}
+	if full.AnyFeasible(time.Now(), &none, cands) {
+		t.Fatal("AnyFeasible(absent model) = true")
 	}
 }
