@@ -7,6 +7,8 @@ import (
 	"sort"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/llorch/llorch/admission"
 	"github.com/llorch/llorch/api"
 	"github.com/llorch/llorch/dispatch"
@@ -53,6 +55,7 @@ func (s *server) openAICompletion(w http.ResponseWriter, r *http.Request) {
 	id := api.NewCorrelationID()
 	req := scheduler.Request{TaskID: id, SessionID: session, Model: s.modelFor(head.Model), Mode: "auto", AllowFallback: true}
 	job := dispatch.NewJob(id, prio, req, time.Time{})
+	job.Trace = trace.SpanContextFromContext(r.Context())
 	if _, _, apiErr := s.dispatcher.Submit(job); apiErr != nil {
 		s.metrics.TaskEnded(rejectionOutcome(apiErr.Code))
 		openAIError(w, dispatch.StatusOf(apiErr.Code), *apiErr)

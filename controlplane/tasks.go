@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/llorch/llorch/admission"
 	"github.com/llorch/llorch/api"
 	"github.com/llorch/llorch/dispatch"
@@ -33,12 +35,13 @@ func (s *server) submitTask(w http.ResponseWriter, r *http.Request) {
 	if req.DeadlineMS > 0 {
 		deadline = time.Now().Add(time.Duration(req.DeadlineMS) * time.Millisecond)
 	}
-	task := dispatch.NewTask(req.TaskID, req.SessionID)
+	task := dispatch.NewTask(r.Context(), req.TaskID, req.SessionID)
 	if !s.tasks.Add(task) {
 		api.WriteError(w, http.StatusBadRequest, api.Error{Code: api.CodeInvalidParams, Message: "task_id " + req.TaskID + " already exists"})
 		return
 	}
 	job := dispatch.NewJob(req.TaskID, prio, schedRequest(&req), deadline)
+	job.Trace = trace.SpanContextFromContext(r.Context())
 	pos, predicted, apiErr := s.dispatcher.Submit(job)
 	if apiErr != nil {
 		task.Fail(apiErr)

@@ -8,6 +8,10 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/llorch/llorch/admission"
 	"github.com/llorch/llorch/api"
 	"github.com/llorch/llorch/scheduler"
@@ -43,6 +47,9 @@ type Job struct {
 	Req      scheduler.Request
 	Deadline time.Time // zero: none
 	Enqueued time.Time
+	// Trace is the submitting request's span; placement spans are its
+	// children.
+	Trace trace.SpanContext
 
 	placed chan Placement
 	failed chan *api.Error
@@ -78,6 +85,8 @@ type Options struct {
 	Unplaceable time.Duration
 	Logger      *slog.Logger
 	Metrics     *Metrics
+	// Tracer records a span per placement; nil uses the global provider.
+	Tracer trace.Tracer
 }
 
 // Dispatcher places queued jobs.
@@ -108,6 +117,9 @@ func New(opts Options) (*Dispatcher, error) {
 	}
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics(nil)
+	}
+	if opts.Tracer == nil {
+		opts.Tracer = otel.Tracer("github.com/llorch/llorch/dispatch")
 	}
 	sched := opts.Scheduling
 	sched.RequireFreeSlot = true
@@ -336,6 +348,7 @@ func (d *Dispatcher) pass() {
 			d.checkUnfittable(j, now, cands)
 			continue
 		}
+		d.traceDecision(j, dec, begin, pos)
 		if !d.opts.Queue.Remove(j.ID) {
 			d.place.Release(dec)
 			continue // cancelled meanwhile
@@ -356,6 +369,41 @@ func (d *Dispatcher) pass() {
 		j.placed <- pl
 	}
 	d.opts.Metrics.queueDepth(d.opts.Queue)
+}
+
+// traceDecision records the decision as a span under the submitting
+// request: the winner's score components, the runner-up, the sample size.
+// One span per decision, not per candidate.
+func (d *Dispatcher) traceDecision(j *Job, dec *scheduler.Decision, begin time.Time, pos int) {
+	if !j.Trace.IsValid() {
+		return
+	}
+	ctx := trace.ContextWithRemoteSpanContext(context.Background(), j.Trace)
+	_, span := d.opts.Tracer.Start(ctx, "placement", trace.WithTimestamp(begin))
+	defer span.End()
+	if !span.IsRecording() {
+		return
+	}
+	best := dec.Ranked[0]
+	attrs := []attribute.KeyValue{
+		attribute.String("llorch.task_id", j.ID),
+		attribute.String("llorch.model", j.Req.Model),
+		attribute.Int("llorch.queue_position", pos),
+		attribute.Int("llorch.candidates.examined", dec.Examined),
+		attribute.Int("llorch.candidates.feasible", len(dec.Ranked)),
+		attribute.String("llorch.placed.node_id", best.Candidate.NodeID),
+		attribute.String("llorch.placed.pool_id", best.Candidate.Pool.PoolID),
+		attribute.Int64("llorch.placed.score", best.Total),
+		attribute.Int("llorch.placed.free_slots", best.Candidate.FreeSlots()),
+	}
+	for i, ws := range d.place.Scorers() {
+		attrs = append(attrs, attribute.Int64("llorch.placed.score."+ws.Plugin.Name(), best.Components[i]))
+	}
+	if len(dec.Ranked) > 1 {
+		ru := dec.Ranked[1]
+		attrs = append(attrs, attribute.String("llorch.runner_up", ru.Candidate.Key()), attribute.Int64("llorch.runner_up.score", ru.Total))
+	}
+	span.SetAttributes(attrs...)
 }
 
 // checkUnfittable fails a job that no pool could take even with a free

@@ -31,9 +31,11 @@ type Task struct {
 	watchers int
 }
 
-// NewTask returns a task whose context ends on Cancel.
-func NewTask(id, session string) *Task {
-	ctx, cancel := context.WithCancel(context.Background())
+// NewTask returns a task whose context ends on Cancel. parent carries the
+// submitting request's trace, so engine calls join it; its cancellation is
+// not inherited (the task outlives the request).
+func NewTask(parent context.Context, id, session string) *Task {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(parent))
 	return &Task{ID: id, SessionID: session, ctx: ctx, cancel: cancel, changed: make(chan struct{})}
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -24,6 +25,7 @@ import (
 	"github.com/llorch/llorch/pool"
 	"github.com/llorch/llorch/registry"
 	"github.com/llorch/llorch/scheduler"
+	"github.com/llorch/llorch/tracing"
 	"github.com/llorch/llorch/utilization"
 	"github.com/llorch/llorch/version"
 )
@@ -85,6 +87,16 @@ func run(c *cli.Context) error {
 	}
 	ctx, stop := signal.NotifyContext(c.Context, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+
+	_, shutdownTracing, err := tracing.Setup(ctx, "orchestratord", version.Version, log)
+	if err != nil {
+		return fmt.Errorf("tracing (OTEL_* variables): %w", err)
+	}
+	defer func() {
+		if err := shutdownTracing(context.Background()); err != nil {
+			log.Warn("tracing shutdown", "err", err)
+		}
+	}()
 
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -157,10 +169,10 @@ func run(c *cli.Context) error {
 	go dispatcher.Run(ctx)
 	tasks := dispatch.NewStore(5 * time.Minute)
 	go tasks.Run(ctx)
-	engines := &http.Client{Transport: &http.Transport{
+	engines := &http.Client{Transport: tracing.Transport(&http.Transport{
 		Proxy: nil, MaxIdleConns: 1024, MaxIdleConnsPerHost: 128, IdleConnTimeout: 90 * time.Second,
 		DialContext: (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-	}}
+	})}
 	inference := &controlplane.Inference{
 		Fleet: fleet, Dispatcher: dispatcher, Tasks: tasks, Metrics: dm,
 		Runner: dispatch.NewRunner(dispatcher, engines, log),
@@ -174,6 +186,9 @@ func run(c *cli.Context) error {
 	log.Info("orchestratord listening", attrs...)
 
 	h := controlplane.NewHandler(controlplane.Options{Registry: reg, Token: token, Version: version.Version, Gatherer: promReg, Logger: log, Inference: inference})
+	if tracing.Enabled() {
+		h = tracing.Handler(h, "orchestratord")
+	}
 	if err := config.Serve(ctx, ln, h, 10*time.Second, log); err != nil {
 		return err
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/llorch/llorch/handoff"
 	"github.com/llorch/llorch/pool"
 	"github.com/llorch/llorch/supervisor"
+	"github.com/llorch/llorch/tracing"
 	"github.com/llorch/llorch/version"
 )
 
@@ -383,6 +384,16 @@ func run(c *cli.Context) error {
 	nodeID := s.registration.NodeID
 	log = log.With("node_id", nodeID)
 
+	_, shutdownTracing, err := tracing.Setup(c.Context, "pool-managerd", version.Version, log)
+	if err != nil {
+		return fmt.Errorf("tracing (OTEL_* variables): %w", err)
+	}
+	defer func() {
+		if err := shutdownTracing(context.Background()); err != nil {
+			log.Warn("tracing shutdown", "err", err)
+		}
+	}()
+
 	promReg := prometheus.NewRegistry()
 	// Every series this agent exports carries node_id (SPEC §7).
 	metricsReg := prometheus.WrapRegistererWith(prometheus.Labels{"node_id": nodeID}, promReg)
@@ -411,6 +422,9 @@ func run(c *cli.Context) error {
 	watchErr := make(chan error, 1)
 	go func() { watchErr <- watcher.Run(serveCtx) }()
 	h := agent.NewHandler(agent.HandlerOptions{Pools: pools, Token: s.token, Version: version.Version, Gatherer: promReg, Logger: log})
+	if tracing.Enabled() {
+		h = tracing.Handler(h, "pool-managerd")
+	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- config.Serve(serveCtx, ln, h, 5*time.Second, log) }()
 
@@ -459,8 +473,9 @@ func run(c *cli.Context) error {
 	agentDone := make(chan struct{})
 	if s.cloud {
 		a, err = agent.New(agent.Options{
-			Registration:      s.registration,
-			ControlPlane:      &api.Client{BaseURL: s.controlPlaneURL, Token: s.token, HTTP: &http.Client{Timeout: 10 * time.Second}},
+			Registration: s.registration,
+			ControlPlane: &api.Client{BaseURL: s.controlPlaneURL, Token: s.token,
+				HTTP: &http.Client{Timeout: 10 * time.Second, Transport: tracing.Transport(nil)}},
 			Pools:             pools,
 			GPUs:              inventory,
 			HeartbeatInterval: s.heartbeatInterval,
