@@ -7,7 +7,7 @@ TOOLS := $(CURDIR)/.tools
 GOLANGCI_LINT_VERSION := v2.15.0
 FUZZTIME ?= 5s
 
-.PHONY: help build test test-unit test-e2e lint fuzz bench run clean tools
+.PHONY: help build test test-unit test-e2e lint fuzz bench bench-placement run clean tools
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -43,8 +43,11 @@ fuzz: ## run every fuzz target for FUZZTIME (default 5s) each
 	done
 
 bench: ## benchmarks: heartbeat throughput, handoff write -> pool ready latency
-	$(GO) test -run '^$$' -bench . -skip 'HandoffToReady/poll' -benchmem -count=1 ./...
+	$(GO) test -run '^$$' -bench . -skip 'HandoffToReady/poll|PlacementQuality' -benchmem -count=1 ./...
 	$(GO) test -run '^$$' -bench 'HandoffToReady/poll' -benchtime 20x -count=1 ./handoff
+
+bench-placement: ## placement quality: round-robin vs fewest-busy-slots vs llorch on a simulated fleet (~1 min)
+	$(GO) test -run '^$$' -bench PlacementQuality -benchtime 1x -count=1 ./dispatch
 
 run: build ## a local fleet: orchestratord and two node agents on 127.0.0.1
 	./scripts/run-local.sh

@@ -87,6 +87,9 @@ type Options struct {
 	Metrics     *Metrics
 	// Tracer records a span per placement; nil uses the global provider.
 	Tracer trace.Tracer
+	// Policy builds the placement framework from Scheduling; nil is
+	// scheduler.NewDefault. Benchmarks use it to compare policies.
+	Policy func(scheduler.Options) (*scheduler.Framework, error)
 }
 
 // Dispatcher places queued jobs.
@@ -121,14 +124,17 @@ func New(opts Options) (*Dispatcher, error) {
 	if opts.Tracer == nil {
 		opts.Tracer = otel.Tracer("github.com/llorch/llorch/dispatch")
 	}
+	if opts.Policy == nil {
+		opts.Policy = scheduler.NewDefault
+	}
 	sched := opts.Scheduling
 	sched.RequireFreeSlot = true
-	place, err := scheduler.NewDefault(sched)
+	place, err := opts.Policy(sched)
 	if err != nil {
 		return nil, err
 	}
 	sched.RequireFreeSlot = false
-	explain, err := scheduler.NewDefault(sched)
+	explain, err := opts.Policy(sched)
 	if err != nil {
 		return nil, err
 	}
