@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # A local llorch fleet on 127.0.0.1: orchestratord (cloud profile) and
 # NODES node agents, each launching engines for its pools — the simulator
-# (llorch sim-engine) by default, or a real llama-server when LLAMA_SERVER
-# and MODEL are set. Prints the fleet and streams a few tokens from one
-# engine, then runs until Ctrl-C (or for RUN_FOR seconds) and stops every
-# process it started.
+# (llorch sim-engine) with simulated GPUs by default, or a real llama-server
+# when LLAMA_SERVER and MODEL are set. Prints the fleet, runs a task and an
+# OpenAI request through the control plane, then runs until Ctrl-C (or for
+# RUN_FOR seconds) and stops every process it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -74,7 +74,12 @@ for i in $(seq 1 "$NODES"); do
   pools=pool-0
   [ "$i" = 1 ] && pools=pool-0,pool-1
   extra=()
-  [ -z "$LLAMA_SERVER" ] && extra=(--engine-args "--tokens-per-second $((120 / i))")
+  if [ -z "$LLAMA_SERVER" ]; then
+    # node-1 is fast with two H200s; later nodes are slower, with less memory.
+    gpus=2xH200:141GiB
+    [ "$i" -gt 1 ] && gpus=1xL40S:48GiB
+    extra=(--engine-args "--tokens-per-second $((120 / i))" --gpu-source sim --sim-gpus "$gpus")
+  fi
   "$BIN/pool-managerd" --cloud-profile --node-id "node-$i" --addr "127.0.0.1:$port" \
     --address "http://127.0.0.1:$port" --orchestratord-url "$CP_URL" \
     --runtime-dir "$RUN_DIR/node-$i/engines" --heartbeat-interval 2s \
@@ -90,7 +95,7 @@ for _ in $(seq 1200); do
   [ "$("$BIN/llorch" --url "$CP_URL" nodes -o json | grep -c '"ready": true')" -ge "$pools_total" ] && break
   sleep 0.1
 done
-engine_url=$(curl -fsS "http://127.0.0.1:$((AGENT_BASE_PORT + 1))/pools/pool-0/status" | sed -n 's/.*"url":"\([^"]*\)".*/\1/p')
+model=$(curl -fsS "$CP_URL/v1/models" | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
 
 cat <<EOT
 
@@ -98,8 +103,12 @@ llorch fleet on 127.0.0.1: control plane $CP_URL, $NODES node agents, $engine_de
 
 $("$BIN/llorch" --url "$CP_URL" nodes)
 
-node-1's pool-0 engine at $engine_url, streaming 8 tokens:
-$(curl -sN "$engine_url/completion" -d '{"prompt":"Once upon a time","n_predict":8,"stream":true}' | sed -n 's/^data: .*"content":"\([^"]*\)".*"stop":false.*/\1/p' | tr -d '\n')
+A task through the control plane (POST /v2/tasks, then its event stream):
+$(curl -fsS "$CP_URL/v2/tasks" -d '{"task_id":"demo","prompt":"Once upon a time","max_tokens":8,"model_ref":"'"$model"'"}')
+$(curl -sN "$CP_URL/v2/tasks/demo/events" | grep -E '^(event|data)' | paste - - | sed 's/^/  /')
+
+An OpenAI chat completion (any OpenAI client works with $CP_URL/v1):
+$(curl -fsS "$CP_URL/v1/chat/completions" -d '{"model":"'"$model"'","messages":[{"role":"user","content":"Tell me a story"}],"max_tokens":8}' | sed -n 's/.*"content":"\([^"]*\)".*/  \1/p')
 
 Look around:
   $BIN/llorch --url $CP_URL nodes          the fleet (add -o json for scripts)
@@ -107,7 +116,7 @@ Look around:
   curl $CP_URL/metrics                   control plane metrics
   curl http://127.0.0.1:$((AGENT_BASE_PORT + 1))/metrics          node-1's exporter
   curl http://127.0.0.1:$((AGENT_BASE_PORT + 1))/pools/pool-0/status
-  curl $engine_url/metrics                the engine's own metrics (llamacpp:*)
+  curl "$CP_URL/v2/placement/explain?model=$model"   how placement ranks the pools now
 Kill an engine and watch its agent restart it:
   kill \$(sed -n 's/.*"pid": *\([0-9]*\).*/\1/p' $RUN_DIR/node-2/engines/pool-0_r0.json); $BIN/llorch --url $CP_URL nodes
 Logs: $RUN_DIR/*.log, engine logs in $RUN_DIR/node-*/engines/*.log
