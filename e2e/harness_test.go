@@ -69,11 +69,16 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// start runs binary (orchestratord, pool-managerd, llorch) labelled name.
+// start runs binary (orchestratord, pool-managerd, llorch, or an absolute
+// path such as Prometheus') labelled name.
 func start(t *testing.T, binary, name string, args []string, env ...string) *proc {
 	t.Helper()
 	p := &proc{name: name, out: &syncBuffer{}, done: make(chan struct{})}
-	p.cmd = exec.Command(filepath.Join(binDir, binary), args...)
+	path := binary
+	if !filepath.IsAbs(binary) {
+		path = filepath.Join(binDir, binary)
+	}
+	p.cmd = exec.Command(path, args...)
 	p.cmd.Env = append(os.Environ(), env...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {

@@ -3,10 +3,9 @@ package utilization
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math"
-	"sort"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -44,18 +43,14 @@ var queries = map[string]string{
 	"gpu_free":      "llorch_gpu_memory_free_bytes",
 }
 
-// ageQuery gives each node's oldest sample time among the series above.
-// An instant query stamps its results with the evaluation time, not the
-// samples' own, so without it a node Prometheus last scraped minutes ago
-// (within its lookback) would read as fresh.
-var ageQuery = func() string {
-	names := make([]string, 0, len(queries))
-	for _, q := range queries {
-		names = append(names, q)
-	}
-	sort.Strings(names)
-	return `min by (node_id) (timestamp({__name__=~"` + strings.Join(names, "|") + `"}))`
-}()
+// ageQuery dates each node's readings by when Prometheus last scraped its
+// agent: every scrape of an agent carries llorch_scrape_collector_success
+// for each collector. An instant query stamps its results with the
+// evaluation time, not the samples' own, so without it a node Prometheus
+// last scraped minutes ago (within its lookback) would read as fresh.
+// (timestamp() over several metric names at once fails on a real
+// Prometheus: dropping __name__ makes their label sets collide.)
+const ageQuery = `min by (node_id) (timestamp(llorch_scrape_collector_success))`
 
 // NewPromQL queries the Prometheus server at url every interval.
 func NewPromQL(url string, interval time.Duration) (*PromQL, error) {
@@ -66,12 +61,22 @@ func NewPromQL(url string, interval time.Duration) (*PromQL, error) {
 	return &PromQL{api: v1.NewAPI(c), interval: interval, nodes: map[string]nodeReading{}}, nil
 }
 
-// Run refreshes until ctx is done.
-func (p *PromQL) Run(ctx context.Context) {
+// Run refreshes until ctx is done, logging when refreshes start or stop
+// failing (not every failure: Prometheus down would flood the log).
+func (p *PromQL) Run(ctx context.Context, log *slog.Logger) {
 	t := time.NewTicker(p.interval)
 	defer t.Stop()
+	failing := ""
 	for {
-		_ = p.Refresh(ctx) // Err reports it
+		err := p.Refresh(ctx)
+		switch {
+		case err != nil && err.Error() != failing && ctx.Err() == nil:
+			failing = err.Error()
+			log.Warn("PromQL refresh failing: placement falls back to registry state", "err", err)
+		case err == nil && failing != "":
+			failing = ""
+			log.Info("PromQL refresh working again")
+		}
 		select {
 		case <-ctx.Done():
 			return

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -212,7 +213,7 @@ func TestPromQLRun(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
-	go func() { p.Run(ctx); close(done) }()
+	go func() { p.Run(ctx, slog.New(slog.DiscardHandler)); close(done) }()
 	waitFor(t, func() bool { return p.Err() != nil })
 	f.set(func(f *fakeProm) { f.errStatus = 0 })
 	waitFor(t, func() bool { return p.Err() == nil && !p.Get("a", "pool-0", "").At.IsZero() })

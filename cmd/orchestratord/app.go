@@ -152,7 +152,7 @@ func run(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		go pq.Run(ctx)
+		go pq.Run(ctx, log)
 		util = pq
 		log.Info("placement reads utilisation from Prometheus", "url", u, "interval", metricsInterval)
 	}
