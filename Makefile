@@ -9,7 +9,7 @@ FUZZTIME ?= 5s
 # go-nvml's C header marks functions deprecated; the warnings are noise.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
-.PHONY: help build test test-unit test-e2e lint fuzz bench bench-placement run clean tools promtool
+.PHONY: help build test test-unit test-e2e lint fuzz bench bench-placement run clean tools promtool gpu-check
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -55,6 +55,9 @@ bench: ## benchmarks: heartbeat throughput, handoff write -> pool ready latency
 
 bench-placement: ## placement quality: round-robin vs fewest-busy-slots vs llorch on a simulated fleet (~1 min)
 	$(GO) test -run '^$$' -bench PlacementQuality -benchtime 1x -count=1 ./dispatch
+
+gpu-check: ## on an NVIDIA GPU machine: the agent's NVML metrics against nvidia-smi
+	./scripts/gpu-check.sh
 
 run: build ## a local fleet: orchestratord and two node agents on 127.0.0.1
 	./scripts/run-local.sh
