@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/llorch/llorch/engine"
 )
 
 // Config describes the simulated engine. Zero values take llama-server's
@@ -282,18 +284,8 @@ func (g *generator) next() (id int, text string) {
 	return 256 + i, " " + words[i]
 }
 
-// timings is llama-server's timing object.
-type timings struct {
-	CacheN             int     `json:"cache_n"`
-	PromptN            int     `json:"prompt_n"`
-	PromptMS           float64 `json:"prompt_ms"`
-	PromptPerTokenMS   float64 `json:"prompt_per_token_ms"`
-	PromptPerSecond    float64 `json:"prompt_per_second"`
-	PredictedN         int     `json:"predicted_n"`
-	PredictedMS        float64 `json:"predicted_ms"`
-	PredictedPerTokenM float64 `json:"predicted_per_token_ms"`
-	PredictedPerSecond float64 `json:"predicted_per_second"`
-}
+// timings is llama-server's timing object, as the engine client reads it.
+type timings = engine.Timings
 
 func makeTimings(promptN int, promptDur time.Duration, predictedN int, predictedDur time.Duration) timings {
 	t := timings{PromptN: promptN, PredictedN: predictedN}
@@ -304,7 +296,7 @@ func makeTimings(promptN int, promptDur time.Duration, predictedN int, predicted
 		t.PromptPerSecond = 1000 * float64(promptN) / t.PromptMS
 	}
 	if predictedN > 0 && t.PredictedMS > 0 {
-		t.PredictedPerTokenM = t.PredictedMS / float64(predictedN)
+		t.PredictedPerTokenMS = t.PredictedMS / float64(predictedN)
 		t.PredictedPerSecond = 1000 * float64(predictedN) / t.PredictedMS
 	}
 	return t

@@ -9,6 +9,7 @@ package utilization
 
 import (
 	"math"
+	"strconv"
 	"time"
 
 	"github.com/llorch/llorch/scheduler"
@@ -33,6 +34,59 @@ type gpuReading struct{ util, free float64 }
 type poolReading struct {
 	deferred, processing, vramFree float64
 	tokens, tokenSeconds           float64
+}
+
+// Series placement reads, as the agents export them.
+const (
+	seriesDeferred     = "llorch_pool_requests_deferred"
+	seriesProcessing   = "llorch_pool_requests_processing"
+	seriesVRAMFree     = "llorch_pool_vram_free_bytes"
+	seriesTokens       = "llorch_pool_tokens_predicted_total"
+	seriesTokenSeconds = "llorch_pool_tokens_predicted_seconds_total"
+	seriesGPUUtil      = "llorch_gpu_utilization_ratio"
+	seriesGPUFree      = "llorch_gpu_memory_free_bytes"
+)
+
+// record files one sample of a series under its pool or GPU; other series
+// are ignored. Both sources decode through it.
+func (n nodeReading) record(series, poolID, gpu string, v float64) {
+	switch series {
+	case seriesGPUUtil, seriesGPUFree:
+		idx, err := strconv.Atoi(gpu)
+		if err != nil {
+			return
+		}
+		g, ok := n.gpus[idx]
+		if !ok {
+			g = gpuReading{util: math.NaN(), free: math.NaN()}
+		}
+		if series == seriesGPUUtil {
+			g.util = v
+		} else {
+			g.free = v
+		}
+		n.gpus[idx] = g
+		return
+	}
+	p, ok := n.pools[poolID]
+	if !ok {
+		p = poolReading{vramFree: math.NaN()}
+	}
+	switch series {
+	case seriesDeferred:
+		p.deferred = v
+	case seriesProcessing:
+		p.processing = v
+	case seriesVRAMFree:
+		p.vramFree = v
+	case seriesTokens:
+		p.tokens = v
+	case seriesTokenSeconds:
+		p.tokenSeconds = v
+	default:
+		return
+	}
+	n.pools[poolID] = p
 }
 
 func newNodeReading(at time.Time) nodeReading {

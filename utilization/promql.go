@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"strconv"
 	"sync"
 	"time"
 
@@ -32,16 +31,8 @@ type PromQL struct {
 
 var _ Source = (*PromQL)(nil)
 
-// queries are the instant queries one refresh runs, by what they fill.
-var queries = map[string]string{
-	"deferred":      "llorch_pool_requests_deferred",
-	"processing":    "llorch_pool_requests_processing",
-	"vram_free":     "llorch_pool_vram_free_bytes",
-	"tokens":        "llorch_pool_tokens_predicted_total",
-	"token_seconds": "llorch_pool_tokens_predicted_seconds_total",
-	"gpu_util":      "llorch_gpu_utilization_ratio",
-	"gpu_free":      "llorch_gpu_memory_free_bytes",
-}
+// queries are the instant queries one refresh runs: the series themselves.
+var queries = []string{seriesDeferred, seriesProcessing, seriesVRAMFree, seriesTokens, seriesTokenSeconds, seriesGPUUtil, seriesGPUFree}
 
 // ageQuery dates each node's readings by when Prometheus last scraped its
 // agent: every scrape of an agent carries llorch_scrape_collector_success
@@ -120,7 +111,7 @@ func (p *PromQL) refresh(ctx context.Context) error {
 		nodes[id] = n
 		return n
 	}
-	for what, q := range queries {
+	for _, q := range queries {
 		res, _, _, err := p.api.Query(ctx, q, time.Now())
 		if err != nil {
 			return fmt.Errorf("promql %s: %w", q, err)
@@ -134,43 +125,7 @@ func (p *PromQL) refresh(ctx context.Context) error {
 			if nodeID == "" {
 				continue
 			}
-			n := node(nodeID, s.Timestamp.Time())
-			v := float64(s.Value)
-			if what == "gpu_util" || what == "gpu_free" {
-				idx, err := strconv.Atoi(string(s.Metric["gpu"]))
-				if err != nil {
-					continue
-				}
-				g, ok := n.gpus[idx]
-				if !ok {
-					g = gpuReading{util: math.NaN(), free: math.NaN()}
-				}
-				if what == "gpu_util" {
-					g.util = v
-				} else {
-					g.free = v
-				}
-				n.gpus[idx] = g
-				continue
-			}
-			poolID := string(s.Metric["pool_id"])
-			pr, ok := n.pools[poolID]
-			if !ok {
-				pr = poolReading{vramFree: math.NaN()}
-			}
-			switch what {
-			case "deferred":
-				pr.deferred = v
-			case "processing":
-				pr.processing = v
-			case "vram_free":
-				pr.vramFree = v
-			case "tokens":
-				pr.tokens = v
-			case "token_seconds":
-				pr.tokenSeconds = v
-			}
-			n.pools[poolID] = pr
+			node(nodeID, s.Timestamp.Time()).record(q, string(s.Metric["pool_id"]), string(s.Metric["gpu"]), float64(s.Value))
 		}
 	}
 	if err := p.applyAges(ctx, nodes); err != nil {

@@ -6,7 +6,6 @@ import (
 	"io"
 	"math"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -123,54 +122,9 @@ func parseAgentMetrics(r io.Reader, at time.Time) (nodeReading, error) {
 		return nodeReading{}, fmt.Errorf("parse agent metrics: %w", err)
 	}
 	n := newNodeReading(at)
-	pool := func(m *dto.Metric) (poolReading, string) {
-		id := label(m, "pool_id")
-		p, ok := n.pools[id]
-		if !ok {
-			p = poolReading{vramFree: math.NaN()}
-		}
-		return p, id
-	}
 	for name, f := range fams {
 		for _, m := range f.GetMetric() {
-			v := metricValue(m)
-			switch name {
-			case "llorch_pool_requests_deferred":
-				p, id := pool(m)
-				p.deferred = v
-				n.pools[id] = p
-			case "llorch_pool_requests_processing":
-				p, id := pool(m)
-				p.processing = v
-				n.pools[id] = p
-			case "llorch_pool_vram_free_bytes":
-				p, id := pool(m)
-				p.vramFree = v
-				n.pools[id] = p
-			case "llorch_pool_tokens_predicted_total":
-				p, id := pool(m)
-				p.tokens = v
-				n.pools[id] = p
-			case "llorch_pool_tokens_predicted_seconds_total":
-				p, id := pool(m)
-				p.tokenSeconds = v
-				n.pools[id] = p
-			case "llorch_gpu_utilization_ratio", "llorch_gpu_memory_free_bytes":
-				idx, err := strconv.Atoi(label(m, "gpu"))
-				if err != nil {
-					continue
-				}
-				g, ok := n.gpus[idx]
-				if !ok {
-					g = gpuReading{util: math.NaN(), free: math.NaN()}
-				}
-				if name == "llorch_gpu_utilization_ratio" {
-					g.util = v
-				} else {
-					g.free = v
-				}
-				n.gpus[idx] = g
-			}
+			n.record(name, label(m, "pool_id"), label(m, "gpu"), metricValue(m))
 		}
 	}
 	return n, nil
