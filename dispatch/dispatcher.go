@@ -219,8 +219,11 @@ func (d *Dispatcher) Submit(j *Job) (position int, predicted time.Duration, e *a
 			RetryAfterMS: 1000, PolicyLabel: string(admission.DropLRU)}
 	}
 	d.opts.Metrics.admission("admitted")
+	// A pass running meanwhile may have placed the job already: it is
+	// then first in line, not at position -1.
+	position = max(0, d.opts.Queue.Position(j.ID))
 	d.Wake()
-	return d.opts.Queue.Position(j.ID), predicted, nil
+	return position, predicted, nil
 }
 
 // unavailable classifies why no pool fits.
@@ -271,6 +274,26 @@ func (d *Dispatcher) Cancel(id string) bool {
 	return ok
 }
 
+// Abandon withdraws a job whose waiter gave up (its Wait ended with its
+// context). Queued, it leaves the queue. Otherwise the dispatcher took it
+// out of the queue and has handed it, or is about to hand it, a placement
+// or a failure, which Wait did not collect (select picks at random among
+// ready cases): that outcome is collected here and a placement's slot
+// released, or the pool would count the job in flight forever.
+func (d *Dispatcher) Abandon(j *Job) {
+	if d.Cancel(j.ID) {
+		return
+	}
+	// Whatever removed the job from the queue sends it exactly one outcome
+	// right after; the channels are buffered, so this wait is short.
+	select {
+	case p := <-j.placed:
+		d.Release(p, "", Abandoned, 0)
+	case e := <-j.failed:
+		d.opts.Logger.Debug("an abandoned job failed meanwhile", "task_id", j.ID, "code", e.Code)
+	}
+}
+
 // Outcome of a placed job, for Release.
 type Outcome int
 
@@ -306,11 +329,17 @@ func (d *Dispatcher) Release(p Placement, session string, outcome Outcome, ran t
 }
 
 // Retry queues a job again at the front of its lane, avoiding the pool
-// that failed it.
-func (d *Dispatcher) Retry(j *Job, failed Placement) {
+// that failed it. It reports false, and queues nothing, when no other pool
+// could ever take the job: the caller reports the engine's failure at once
+// instead of the job waiting out Unplaceable for a pool that is not there.
+func (d *Dispatcher) Retry(j *Job, failed Placement) bool {
 	j.Req.AvoidPools = append(j.Req.AvoidPools, failed.Key())
+	if !d.feasible.AnyFeasible(d.now(), &j.Req, d.candidates()) {
+		return false
+	}
 	d.opts.Queue.PushFront(&admission.Item{ID: j.ID, Priority: j.Priority, Enqueued: j.Enqueued, Value: j})
 	d.Wake()
+	return true
 }
 
 // Run places queued jobs until ctx is done.

@@ -55,7 +55,7 @@ func (p *Proxy) Forward(w http.ResponseWriter, r *http.Request, path string, bod
 	for {
 		pl, apiErr, err := j.Wait(ctx)
 		if err != nil {
-			p.d.Cancel(j.ID)
+			p.d.Abandon(j)
 			p.metrics.TaskEnded("cancelled")
 			return
 		}
@@ -77,10 +77,9 @@ func (p *Proxy) Forward(w http.ResponseWriter, r *http.Request, path string, bod
 				return
 			}
 			p.d.Release(pl, session, EngineFailed, 0)
-			if !retried {
+			if !retried && p.d.Retry(j, pl) {
 				p.log.Warn("engine failed before answering: retrying on the next pool", "task_id", j.ID, "pool", pl.Key(), "err", err)
 				retried = true
-				p.d.Retry(j, pl)
 				continue
 			}
 			api.WriteError(w, http.StatusServiceUnavailable, api.Error{Code: api.CodePoolUnavailable, Message: err.Error(), Retriable: true, RetryAfterMS: 1000})

@@ -76,7 +76,7 @@ func (r *Runner) run(t *Task, j *Job, req V2Request, predicted time.Duration) {
 	for {
 		p, apiErr, err := j.Wait(ctx)
 		if err != nil {
-			r.d.Cancel(j.ID)
+			r.d.Abandon(j)
 			r.cancelled(t)
 			return
 		}
@@ -107,17 +107,16 @@ func (r *Runner) run(t *Task, j *Job, req V2Request, predicted time.Duration) {
 			t.Fail(&api.Error{Code: api.CodeInvalidParams, Message: refused.Error(), Engine: "llamacpp"})
 			r.metrics.TaskEnded("engine_error")
 			return
-		case tokens == 0 && !retried:
-			// The engine failed before the first token: nothing reached the
-			// client, so the next-best pool can take the task.
-			r.log.Warn("engine failed before the first token: retrying on the next pool", "task_id", t.ID, "pool", p.Key(), "err", err)
-			r.d.Release(p, t.SessionID, EngineFailed, 0)
-			retried = true
-			r.d.Retry(j, p)
-			continue
 		default:
-			r.log.Warn("engine lost mid-task", "task_id", t.ID, "pool", p.Key(), "tokens", tokens, "err", err)
 			r.d.Release(p, t.SessionID, EngineFailed, 0)
+			if tokens == 0 && !retried && r.d.Retry(j, p) {
+				// The engine failed before the first token: nothing reached
+				// the client, so the next-best pool can take the task.
+				r.log.Warn("engine failed before the first token: retrying on the next pool", "task_id", t.ID, "pool", p.Key(), "err", err)
+				retried = true
+				continue
+			}
+			r.log.Warn("engine lost", "task_id", t.ID, "pool", p.Key(), "tokens", tokens, "err", err)
 			t.Fail(&api.Error{Code: api.CodeWorkerReset, Message: "the engine serving the task was lost: " + err.Error(),
 				Engine: "llamacpp", Retriable: true, RetryAfterMS: 1000})
 			r.metrics.TaskEnded("worker_reset")

@@ -1,0 +1,422 @@
+package dispatch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/llorch/llorch/admission"
+	"github.com/llorch/llorch/api"
+	"github.com/llorch/llorch/scheduler"
+	"github.com/llorch/llorch/scheduler/schedtest"
+)
+
+const (
+	interactive = admission.Interactive
+	batch       = admission.Batch
+)
+
+func auto(model string) scheduler.Request {
+	return scheduler.Request{Model: model, Mode: "auto", AllowFallback: true}
+}
+
+func TestSubmitOnAnInfeasibleFleet(t *testing.T) {
+	served := schedtest.Pool("pool-0").Models("m").Obj()
+	notReady := schedtest.Pool("pool-1").Models("m").NotReady().Obj()
+	for _, tc := range []struct {
+		name  string
+		fleet []scheduler.Candidate
+		req   scheduler.Request
+		code  string
+	}{
+		{"empty fleet, model asked", nil, auto("m"), api.CodeModelNotAvailable},
+		{"empty fleet, any model", nil, auto(""), api.CodePoolUnavailable},
+		{"model nobody serves", []scheduler.Candidate{served}, auto("other"), api.CodeModelNotAvailable},
+		{"model only on a pool not ready", []scheduler.Candidate{notReady}, auto("m"), api.CodeModelNotAvailable},
+		{"pin to a missing pool", []scheduler.Candidate{served},
+			scheduler.Request{Model: "m", Mode: "pin", PinPoolID: "pool-9"}, api.CodePoolUnavailable},
+		{"every pool avoided", []scheduler.Candidate{served},
+			scheduler.Request{Model: "m", Mode: "auto", AvoidPools: []string{"n1/pool-0"}}, api.CodePoolUnavailable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, newFleet(tc.fleet...))
+			_, _, e := h.d.Submit(NewJob("j", interactive, tc.req, time.Time{}))
+			if e == nil || e.Code != tc.code {
+				t.Fatalf("Submit = %v, want %s", e, tc.code)
+			}
+			if !e.Retriable || e.RetryAfterMS <= 0 {
+				t.Errorf("%s: retriable=%v retry_after_ms=%d, want retriable with a delay", e.Code, e.Retriable, e.RetryAfterMS)
+			}
+			if h.queue.Len(interactive) != 0 {
+				t.Error("a refused job was queued")
+			}
+			if got := testutil.ToFloat64(h.m.decisions.WithLabelValues("unavailable")); got != 1 {
+				t.Errorf("decisions{unavailable} = %v, want 1", got)
+			}
+		})
+	}
+}
+
+func TestSubmitDeadlineUnmeetable(t *testing.T) {
+	h := newHarness(t, newFleet(schedtest.Pool("pool-0").Models("m").Obj()))
+	// Already past.
+	_, _, e := h.d.Submit(NewJob("late", interactive, auto("m"), time.Now().Add(-time.Millisecond)))
+	if e == nil || e.Code != api.CodeDeadlineUnmet {
+		t.Fatalf("past deadline: %v, want DEADLINE_UNMET", e)
+	}
+	// Four tasks ahead of one slot at the initial 1 s service time: the
+	// predicted start is 4 s away, past a 1 s deadline.
+	for _, id := range []string{"a", "b", "c", "d"} {
+		h.submit(t, id, interactive, auto("m"))
+	}
+	_, predicted, e := h.d.Submit(NewJob("short", interactive, auto("m"), time.Now().Add(time.Second)))
+	if e == nil || e.Code != api.CodeDeadlineUnmet {
+		t.Fatalf("deadline before the predicted start: %v (predicted %v), want DEADLINE_UNMET", e, predicted)
+	}
+	pos, predicted, e := h.d.Submit(NewJob("long", interactive, auto("m"), time.Now().Add(time.Minute)))
+	if e != nil {
+		t.Fatalf("deadline after the predicted start: %v", e)
+	}
+	if pos != 4 || predicted != 4*time.Second {
+		t.Errorf("position %d predicted %v, want 4 and 4s", pos, predicted)
+	}
+}
+
+func TestQueueFullRejects(t *testing.T) {
+	h := newHarness(t, newFleet(schedtest.Pool("pool-0").Obj()), withQueue(1, admission.Reject))
+	h.submit(t, "first", batch, auto(""))
+	_, _, e := h.d.Submit(NewJob("second", interactive, auto(""), time.Time{}))
+	if e == nil || e.Code != api.CodeAdmissionReject {
+		t.Fatalf("Submit on a full queue = %v, want ADMISSION_REJECT", e)
+	}
+	if !e.Retriable || e.RetryAfterMS <= 0 || e.PolicyLabel != string(admission.Reject) {
+		t.Errorf("rejection %+v: want retriable, retry_after_ms > 0, policy_label reject", *e)
+	}
+	if got := testutil.ToFloat64(h.m.admissions.WithLabelValues("rejected")); got != 1 {
+		t.Errorf("admissions{rejected} = %v, want 1", got)
+	}
+}
+
+func TestDropLRUEvictsTheOldestBatchJob(t *testing.T) {
+	h := newHarness(t, newFleet(schedtest.Pool("pool-0").Obj()), withQueue(2, admission.DropLRU))
+	oldest := h.submit(t, "batch-old", batch, auto(""))
+	h.submit(t, "batch-new", batch, auto(""))
+	h.submit(t, "interactive", interactive, auto(""))
+
+	e := waitFailed(t, oldest)
+	if e.Code != api.CodeQueueFullDropLRU || !e.Retriable || e.RetryAfterMS <= 0 || e.PolicyLabel != string(admission.DropLRU) {
+		t.Errorf("evicted job got %+v, want QUEUE_FULL_DROP_LRU retriable with policy_label drop-lru", *e)
+	}
+	var ids []string
+	for _, it := range h.queue.Items() {
+		ids = append(ids, it.ID)
+	}
+	if want := []string{"interactive", "batch-new"}; !slices.Equal(ids, want) {
+		t.Errorf("queue = %v, want %v", ids, want)
+	}
+	// Full of interactive work, nothing can be dropped.
+	h.d.Cancel("batch-new")
+	h.submit(t, "interactive-2", interactive, auto(""))
+	if _, _, e := h.d.Submit(NewJob("interactive-3", interactive, auto(""), time.Time{})); e == nil || e.Code != api.CodeAdmissionReject {
+		t.Errorf("full of interactive jobs: %v, want ADMISSION_REJECT", e)
+	}
+}
+
+func TestPlacementHonoursFreeSlots(t *testing.T) {
+	h := newHarness(t, newFleet(schedtest.Pool("pool-0").Slots(1, 1).Obj()))
+	h.run(t)
+	first := h.submit(t, "first", interactive, auto(""))
+	p1 := waitPlaced(t, first)
+	if p1.Key() != "n1/pool-0" {
+		t.Fatalf("placed on %s", p1.Key())
+	}
+	second := h.submit(t, "second", interactive, auto(""))
+	notPlaced(t, second)
+	if h.inflight("n1/pool-0") != 1 {
+		t.Errorf("in flight = %d, want 1", h.inflight("n1/pool-0"))
+	}
+	h.d.Release(p1, "", Succeeded, 10*time.Millisecond)
+	p2 := waitPlaced(t, second)
+	if p2.Key() != "n1/pool-0" || p2.Waited <= 0 {
+		t.Errorf("second placed on %s after %v", p2.Key(), p2.Waited)
+	}
+	h.d.Release(p2, "", Succeeded, 10*time.Millisecond)
+	if n := h.inflight("n1/pool-0"); n != 0 {
+		t.Errorf("in flight after both released = %d", n)
+	}
+}
+
+func TestInteractiveBeforeBatch(t *testing.T) {
+	h := newHarness(t, newFleet(schedtest.Pool("pool-0").Slots(1, 1).Obj()))
+	h.run(t)
+	p0 := waitPlaced(t, h.submit(t, "holder", interactive, auto("")))
+	b := h.submit(t, "batch", batch, auto(""))
+	i := h.submit(t, "interactive", interactive, auto(""))
+	notPlaced(t, b)
+	h.d.Release(p0, "", Succeeded, time.Millisecond)
+	pi := waitPlaced(t, i)
+	notPlaced(t, b)
+	h.d.Release(pi, "", Succeeded, time.Millisecond)
+	waitPlaced(t, b)
+}
+
+func TestInFlightCorrectionWithinOnePass(t *testing.T) {
+	t.Run("one slot", func(t *testing.T) {
+		h := newHarness(t, newFleet(schedtest.Pool("pool-0").Slots(1, 1).Obj()))
+		a := h.submit(t, "a", interactive, auto(""))
+		b := h.submit(t, "b", interactive, auto(""))
+		h.d.pass()
+		_, aok := placedNow(a)
+		_, bok := placedNow(b)
+		if !aok || bok {
+			t.Fatalf("one pass on a 1-slot pool placed a=%v b=%v, want only a", aok, bok)
+		}
+		if h.queue.Position("b") != 0 {
+			t.Errorf("b is not queued")
+		}
+	})
+	t.Run("two pools of one slot", func(t *testing.T) {
+		h := newHarness(t, newFleet(schedtest.Pool("pool-a").Obj(), schedtest.Pool("pool-b").Obj()))
+		jobs := []*Job{h.submit(t, "a", interactive, auto("")), h.submit(t, "b", interactive, auto("")), h.submit(t, "c", interactive, auto(""))}
+		h.d.pass()
+		var keys []string
+		for _, j := range jobs[:2] {
+			p, ok := placedNow(j)
+			if !ok {
+				t.Fatalf("%s not placed", j.ID)
+			}
+			keys = append(keys, p.Key())
+		}
+		if keys[0] == keys[1] {
+			t.Errorf("both jobs landed on %s", keys[0])
+		}
+		if _, ok := placedNow(jobs[2]); ok {
+			t.Error("a third job was placed on two 1-slot pools")
+		}
+	})
+}
+
+func TestEngineFailureQuarantinesThePool(t *testing.T) {
+	h := newHarness(t, newFleet(schedtest.Pool("pool-a").Obj(), schedtest.Pool("pool-b").Obj()))
+	h.run(t)
+	p1 := waitPlaced(t, h.submit(t, "first", interactive, auto("")))
+	if p1.Key() != "n1/pool-a" {
+		t.Fatalf("first job on %s, want the tie-break's n1/pool-a", p1.Key())
+	}
+	h.d.Release(p1, "", EngineFailed, 0)
+	p2 := waitPlaced(t, h.submit(t, "second", interactive, auto("")))
+	if p2.Key() != "n1/pool-b" {
+		t.Errorf("after pool-a failed, the next job went to %s", p2.Key())
+	}
+	// pool-a is quarantined, pool-b busy with the second job.
+	dec, err := h.d.Explain(auto(""))
+	if !errors.Is(err, scheduler.ErrNoCandidates) {
+		t.Fatalf("explain: %v, want no candidates", err)
+	}
+	found := false
+	for _, r := range dec.Rejected {
+		if r.Candidate.Key() == "n1/pool-a" {
+			found = r.Plugin == scheduler.QuarantineName
+		}
+	}
+	if !found {
+		t.Errorf("explain does not show pool-a quarantined: %+v", dec.Rejected)
+	}
+	// A success ends the quarantine at once.
+	h.d.Release(p2, "", Succeeded, time.Millisecond)
+	h.d.Release(Placement{Candidate: schedtest.Pool("pool-a").Obj()}, "", Succeeded, time.Millisecond)
+	h.d.mu.Lock()
+	_, still := h.d.failures["n1/pool-a"]
+	h.d.mu.Unlock()
+	if still {
+		t.Error("a success did not lift the quarantine")
+	}
+}
+
+func TestSessionAffinity(t *testing.T) {
+	h := newHarness(t, newFleet(schedtest.Pool("pool-a").Slots(2, 2).Obj(), schedtest.Pool("pool-b").Slots(2, 2).Obj()))
+	h.run(t)
+	pin := scheduler.Request{SessionID: "s1", Mode: "pin", PinPoolID: "pool-b"}
+	p1 := waitPlaced(t, h.submit(t, "pinned", interactive, pin))
+	if p1.Key() != "n1/pool-b" {
+		t.Fatalf("pinned job on %s", p1.Key())
+	}
+	h.d.Release(p1, "s1", Succeeded, time.Millisecond)
+
+	// Both pools have two free slots; the tie-break would pick pool-a.
+	req := auto("")
+	req.SessionID = "s1"
+	p2 := waitPlaced(t, h.submit(t, "same-session", interactive, req))
+	if p2.Key() != "n1/pool-b" {
+		t.Errorf("session s1's next job went to %s, want its pool n1/pool-b", p2.Key())
+	}
+	h.d.Release(p2, "s1", Abandoned, 0)
+	p3 := waitPlaced(t, h.submit(t, "no-session", interactive, auto("")))
+	if p3.Key() != "n1/pool-a" {
+		t.Errorf("a job without session went to %s, want the tie-break's n1/pool-a", p3.Key())
+	}
+}
+
+func TestRetryAvoidsTheFailedPool(t *testing.T) {
+	h := newHarness(t, newFleet(schedtest.Pool("pool-a").Obj(), schedtest.Pool("pool-b").Obj()))
+	h.run(t)
+	j := h.submit(t, "j", interactive, auto(""))
+	p1 := waitPlaced(t, j)
+	if p1.Key() != "n1/pool-a" {
+		t.Fatalf("first placement on %s", p1.Key())
+	}
+	// Abandoned: no quarantine; only the job's own avoid list keeps it off.
+	h.d.Release(p1, "", Abandoned, 0)
+	if !h.d.Retry(j, p1) {
+		t.Fatal("Retry = false with pool-b there")
+	}
+	p2 := waitPlaced(t, j)
+	if p2.Key() != "n1/pool-b" {
+		t.Errorf("retry placed on %s, want n1/pool-b", p2.Key())
+	}
+	if !slices.Contains(j.Req.AvoidPools, "n1/pool-a") {
+		t.Errorf("avoid pools %v", j.Req.AvoidPools)
+	}
+	// Another job is free to use pool-a.
+	p3 := waitPlaced(t, h.submit(t, "other", interactive, auto("")))
+	if p3.Key() != "n1/pool-a" {
+		t.Errorf("another job went to %s", p3.Key())
+	}
+}
+
+func TestCancelRemovesAQueuedJob(t *testing.T) {
+	h := newHarness(t, newFleet(schedtest.Pool("pool-0").Obj()))
+	h.run(t)
+	p1 := waitPlaced(t, h.submit(t, "holder", interactive, auto("")))
+	queued := h.submit(t, "queued", interactive, auto(""))
+	if !h.d.Cancel("queued") {
+		t.Fatal("Cancel of a queued job = false")
+	}
+	if h.d.Cancel("queued") {
+		t.Error("second Cancel = true")
+	}
+	if h.d.Cancel("holder") {
+		t.Error("Cancel of a placed job = true")
+	}
+	if n := h.queue.Len(interactive); n != 0 {
+		t.Errorf("queue depth %d after cancel", n)
+	}
+	h.d.Release(p1, "", Succeeded, time.Millisecond)
+	notPlaced(t, queued)
+	waitPlaced(t, h.submit(t, "next", interactive, auto("")))
+}
+
+func TestModelDisappearsWhileQueued(t *testing.T) {
+	fleet := newFleet(schedtest.Pool("pool-0").Models("m").Obj())
+	h := newHarness(t, fleet)
+	h.run(t)
+	waitPlaced(t, h.submit(t, "holder", interactive, auto("m")))
+	queued := h.submit(t, "queued", interactive, auto("m"))
+	notPlaced(t, queued) // merely waiting for a slot: no failure
+	fleet.set(schedtest.Pool("pool-0").Models("other").Obj())
+	begin := time.Now()
+	e := waitFailed(t, queued)
+	if e.Code != api.CodeModelNotAvailable {
+		t.Errorf("got %v, want MODEL_NOT_AVAILABLE", e)
+	}
+	if waited := time.Since(begin); waited < 50*time.Millisecond {
+		t.Errorf("failed after %v, before Unplaceable (50ms)", waited)
+	}
+	if h.queue.Len(interactive) != 0 {
+		t.Error("the failed job is still queued")
+	}
+}
+
+func TestDeadlinePassesWhileQueued(t *testing.T) {
+	h := newHarness(t, newFleet(schedtest.Pool("pool-0").Obj()))
+	h.run(t)
+	waitPlaced(t, h.submit(t, "holder", interactive, auto("")))
+	j := NewJob("hurried", interactive, auto(""), time.Now().Add(100*time.Millisecond))
+	if _, _, e := h.d.Submit(j); e != nil {
+		t.Fatal(e)
+	}
+	if e := waitFailed(t, j); e.Code != api.CodeDeadlineUnmet {
+		t.Errorf("got %v, want DEADLINE_UNMET", e)
+	}
+	if got := testutil.ToFloat64(h.m.decisions.WithLabelValues("deadline")); got != 1 {
+		t.Errorf("decisions{deadline} = %v", got)
+	}
+}
+
+func TestWaitEndsWithItsContext(t *testing.T) {
+	j := NewJob("j", interactive, auto(""), time.Time{})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, e, err := j.Wait(ctx); err == nil || e != nil {
+		t.Errorf("Wait on a cancelled context = %v, %v", e, err)
+	}
+}
+
+func TestDispatchMetrics(t *testing.T) {
+	h := newHarness(t, newFleet(schedtest.Pool("pool-0").Models("m").Obj()))
+	h.submit(t, "i1", interactive, auto("m"))
+	h.submit(t, "i2", interactive, auto("m"))
+	h.submit(t, "b1", batch, auto("m"))
+	h.d.pass()
+	if _, _, e := h.d.Submit(NewJob("lost", interactive, auto("nope"), time.Time{})); e == nil {
+		t.Fatal("a job for an unknown model was admitted")
+	}
+	want := `
+# HELP llorch_admission_queue_depth Tasks waiting for a pool, by priority.
+# TYPE llorch_admission_queue_depth gauge
+llorch_admission_queue_depth{priority="batch"} 1
+llorch_admission_queue_depth{priority="interactive"} 1
+# HELP llorch_placement_decisions_total Placement outcomes: placed, unavailable (no pool could take the task), deadline.
+# TYPE llorch_placement_decisions_total counter
+llorch_placement_decisions_total{outcome="deadline"} 0
+llorch_placement_decisions_total{outcome="placed"} 1
+llorch_placement_decisions_total{outcome="unavailable"} 1
+`
+	if err := testutil.GatherAndCompare(h.reg, strings.NewReader(want), "llorch_admission_queue_depth", "llorch_placement_decisions_total"); err != nil {
+		t.Error(err)
+	}
+	if n := testutil.CollectAndCount(h.m.placement); n != 1 {
+		t.Errorf("placement latency histogram: %d series", n)
+	}
+	if got := testutil.ToFloat64(h.m.admissions.WithLabelValues("admitted")); got != 3 {
+		t.Errorf("admissions{admitted} = %v, want 3", got)
+	}
+}
+
+// A job placed by a concurrent pass before Submit returns is first in
+// line: its position is 0, never -1.
+func TestSubmitPositionIsNeverNegative(t *testing.T) {
+	h := newHarness(t, newFleet(schedtest.Pool("pool-0").Slots(1<<20, 1<<20).Obj()), withQueue(1<<20, admission.Reject))
+	h.run(t)
+	for i := range 2000 {
+		pos, _, e := h.d.Submit(NewJob(fmt.Sprint(i), interactive, auto(""), time.Time{}))
+		if e != nil {
+			t.Fatal(e)
+		}
+		if pos < 0 {
+			t.Fatalf("job %d: queue position %d", i, pos)
+		}
+	}
+}
+
+// With no other pool, Retry queues nothing: the caller fails the task at
+// once instead of it waiting for a pool that is not there.
+func TestRetryWithoutAnotherPool(t *testing.T) {
+	h := newHarness(t, newFleet(schedtest.Pool("pool-0").Obj()))
+	h.run(t)
+	j := h.submit(t, "j", interactive, auto(""))
+	p := waitPlaced(t, j)
+	h.d.Release(p, "", EngineFailed, 0)
+	if h.d.Retry(j, p) {
+		t.Fatal("Retry = true on a one-pool fleet")
+	}
+	if h.queue.Len(interactive) != 0 {
+		t.Error("Retry queued the job")
+	}
+}
