@@ -108,6 +108,8 @@ type Dispatcher struct {
 	service    time.Duration        // moving average of task run time
 
 	wake chan struct{}
+	// passMu serialises placements: Run's passes and Submit's fast path.
+	passMu sync.Mutex
 }
 
 // New builds a dispatcher.
@@ -192,12 +194,20 @@ func (d *Dispatcher) Explain(req scheduler.Request) (*scheduler.Decision, error)
 // Scorers names the score components of explanations, in order.
 func (d *Dispatcher) Scorers() []scheduler.WeightedScorer { return d.place.Scorers() }
 
-// Submit admits a job: it fails at once if no pool could ever take it, or
-// its deadline cannot be met; otherwise it is queued. It returns the
+// Submit admits a job: placed at once when nothing waits and a pool has a
+// free slot; else it fails at once if no pool could ever take it, or its
+// deadline cannot be met; otherwise it is queued. It returns the
 // job's queue position and the predicted wait.
 func (d *Dispatcher) Submit(j *Job) (position int, predicted time.Duration, e *api.Error) {
 	now := d.now()
 	j.Enqueued = now
+	if !j.Deadline.IsZero() && now.After(j.Deadline) {
+		return 0, 0, &api.Error{Code: api.CodeDeadlineUnmet, Message: "the deadline has already passed"}
+	}
+	if d.placeNow(j, now) {
+		d.opts.Metrics.admission("admitted")
+		return 0, 0, nil
+	}
 	if !d.feasible.AnyFeasible(now, &j.Req, d.candidates()) {
 		d.opts.Metrics.decision("unavailable")
 		return 0, 0, d.unavailable(&j.Req)
@@ -359,6 +369,8 @@ func (d *Dispatcher) Run(ctx context.Context) {
 
 // pass offers every queued job to placement once, in priority order.
 func (d *Dispatcher) pass() {
+	d.passMu.Lock()
+	defer d.passMu.Unlock()
 	items := d.opts.Queue.Items()
 	d.opts.Metrics.queueDepth(d.opts.Queue)
 	if len(items) == 0 {
@@ -375,35 +387,57 @@ func (d *Dispatcher) pass() {
 			}
 			continue
 		}
-		begin := time.Now()
-		dec, err := d.place.Schedule(now, &j.Req, cands, d.affinityOf(j.Req.SessionID))
-		d.opts.Metrics.placementLatency(time.Since(begin))
-		if err != nil {
-			d.place.Release(dec)
+		if !d.placeJob(j, pos, now, cands, true) {
 			d.checkUnfittable(j, now, cands)
-			continue
 		}
-		d.traceDecision(j, dec, begin, pos)
-		if !d.opts.Queue.Remove(j.ID) {
-			d.place.Release(dec)
-			continue // cancelled meanwhile
-		}
-		best := dec.Ranked[0].Candidate
-		pl := Placement{Candidate: *best, Score: dec.Ranked[0].Total, QueuePosition: pos, Waited: now.Sub(j.Enqueued)}
-		if len(dec.Ranked) > 1 {
-			pl.RunnerUp, pl.RunnerUpScore = dec.Ranked[1].Candidate.Key(), dec.Ranked[1].Total
-		}
-		d.place.Release(dec)
-		best.InFlight++ // later jobs of this pass see the slot taken
-		d.mu.Lock()
-		d.inflight[best.Key()]++
-		delete(d.unfittable, j.ID)
-		d.mu.Unlock()
-		d.opts.Metrics.decision("placed")
-		pl.Candidate.InFlight = best.InFlight
-		j.placed <- pl
 	}
 	d.opts.Metrics.queueDepth(d.opts.Queue)
+}
+
+// placeNow places a job in the submitting goroutine when nothing is
+// queued ahead of it, sparing it two goroutine hand-offs through Run.
+// Called under no lock; it takes passMu, so placements stay serial.
+func (d *Dispatcher) placeNow(j *Job, now time.Time) bool {
+	d.passMu.Lock()
+	defer d.passMu.Unlock()
+	if d.opts.Queue.Len(admission.Interactive)+d.opts.Queue.Len(admission.Batch) > 0 {
+		return false // others wait first
+	}
+	return d.placeJob(j, 0, now, d.candidates(), false)
+}
+
+// placeJob schedules j over cands and, if a pool fits, hands j its
+// placement. A queued job is taken out of the queue; one cancelled
+// meanwhile is dropped (and counts as handled). It reports false when no
+// pool fits now. Call with passMu held.
+func (d *Dispatcher) placeJob(j *Job, pos int, now time.Time, cands []scheduler.Candidate, queued bool) bool {
+	begin := time.Now()
+	dec, err := d.place.Schedule(now, &j.Req, cands, d.affinityOf(j.Req.SessionID))
+	d.opts.Metrics.placementLatency(time.Since(begin))
+	if err != nil {
+		d.place.Release(dec)
+		return false
+	}
+	d.traceDecision(j, dec, begin, pos)
+	if queued && !d.opts.Queue.Remove(j.ID) {
+		d.place.Release(dec)
+		return true // cancelled meanwhile
+	}
+	best := dec.Ranked[0].Candidate
+	pl := Placement{Candidate: *best, Score: dec.Ranked[0].Total, QueuePosition: pos, Waited: now.Sub(j.Enqueued)}
+	if len(dec.Ranked) > 1 {
+		pl.RunnerUp, pl.RunnerUpScore = dec.Ranked[1].Candidate.Key(), dec.Ranked[1].Total
+	}
+	d.place.Release(dec)
+	best.InFlight++ // later jobs of this pass see the slot taken
+	d.mu.Lock()
+	d.inflight[best.Key()]++
+	delete(d.unfittable, j.ID)
+	d.mu.Unlock()
+	d.opts.Metrics.decision("placed")
+	pl.Candidate.InFlight = best.InFlight
+	j.placed <- pl
+	return true
 }
 
 // traceDecision records the decision as a span under the submitting

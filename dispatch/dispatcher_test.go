@@ -64,7 +64,8 @@ func TestSubmitOnAnInfeasibleFleet(t *testing.T) {
 }
 
 func TestSubmitDeadlineUnmeetable(t *testing.T) {
-	h := newHarness(t, newFleet(schedtest.Pool("pool-0").Models("m").Obj()))
+	// The pool's one slot is busy, so jobs queue rather than start.
+	h := newHarness(t, newFleet(schedtest.Pool("pool-0").Models("m").Slots(1, 0).Obj()))
 	// Already past.
 	_, _, e := h.d.Submit(NewJob("late", interactive, auto("m"), time.Now().Add(-time.Millisecond)))
 	if e == nil || e.Code != api.CodeDeadlineUnmet {
@@ -89,7 +90,7 @@ func TestSubmitDeadlineUnmeetable(t *testing.T) {
 }
 
 func TestQueueFullRejects(t *testing.T) {
-	h := newHarness(t, newFleet(schedtest.Pool("pool-0").Obj()), withQueue(1, admission.Reject))
+	h := newHarness(t, newFleet(schedtest.Pool("pool-0").Slots(1, 0).Obj()), withQueue(1, admission.Reject))
 	h.submit(t, "first", batch, auto(""))
 	_, _, e := h.d.Submit(NewJob("second", interactive, auto(""), time.Time{}))
 	if e == nil || e.Code != api.CodeAdmissionReject {
@@ -104,7 +105,7 @@ func TestQueueFullRejects(t *testing.T) {
 }
 
 func TestDropLRUEvictsTheOldestBatchJob(t *testing.T) {
-	h := newHarness(t, newFleet(schedtest.Pool("pool-0").Obj()), withQueue(2, admission.DropLRU))
+	h := newHarness(t, newFleet(schedtest.Pool("pool-0").Slots(1, 0).Obj()), withQueue(2, admission.DropLRU))
 	oldest := h.submit(t, "batch-old", batch, auto(""))
 	h.submit(t, "batch-new", batch, auto(""))
 	h.submit(t, "interactive", interactive, auto(""))
@@ -418,5 +419,27 @@ func TestRetryWithoutAnotherPool(t *testing.T) {
 	}
 	if h.queue.Len(interactive) != 0 {
 		t.Error("Retry queued the job")
+	}
+}
+
+func TestSubmitPlacesAtOnceWhenNothingWaits(t *testing.T) {
+	h := newHarness(t, newFleet(schedtest.Pool("pool-0").Slots(1, 1).Obj()))
+	// The dispatcher's Run loop is not running: only the fast path can
+	// place this job.
+	j := NewJob("now", interactive, auto(""), time.Time{})
+	if pos, _, e := h.d.Submit(j); e != nil || pos != 0 {
+		t.Fatalf("Submit = %d, %v", pos, e)
+	}
+	p, e, err := j.Wait(context.Background())
+	if err != nil || e != nil || p.Key() != "n1/pool-0" {
+		t.Fatalf("fast path: %+v %v %v", p, e, err)
+	}
+	// The slot is now taken: the next job queues.
+	k := NewJob("next", interactive, auto(""), time.Time{})
+	if _, _, e := h.d.Submit(k); e != nil {
+		t.Fatal(e)
+	}
+	if h.queue.Position("next") != 0 {
+		t.Fatal("with the only slot taken, the next job must queue")
 	}
 }
