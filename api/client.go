@@ -100,3 +100,41 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	}
 	return nil
 }
+
+// SubmitTask posts a v2 task.
+func (c *Client) SubmitTask(ctx context.Context, t TaskRequest) (TaskAccepted, error) {
+	var out TaskAccepted
+	err := c.do(ctx, http.MethodPost, "/v2/tasks", t, &out)
+	return out, err
+}
+
+// Explain asks how placement would rank the fleet for a model.
+func (c *Client) Explain(ctx context.Context, model string) (Explanation, error) {
+	var out Explanation
+	err := c.do(ctx, http.MethodGet, "/v2/placement/explain?model="+url.QueryEscape(model), nil, &out)
+	return out, err
+}
+
+// TaskEvents opens a task's event stream; the caller reads and closes it.
+func (c *Client) TaskEvents(ctx context.Context, taskID string) (io.ReadCloser, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(c.BaseURL, "/")+"/v2/tasks/"+url.PathEscape(taskID)+"/events", nil)
+	if err != nil {
+		return nil, err
+	}
+	if c.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+	}
+	hc := c.HTTP
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("task events: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, fmt.Errorf("task events: %s", resp.Status)
+	}
+	return resp.Body, nil
+}

@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -231,6 +233,26 @@ func TestInferencePath(t *testing.T) {
 		})
 		if err != nil || len(comp.Choices) != 1 || len(strings.Fields(comp.Choices[0].Text)) != 4 {
 			t.Fatalf("completion: %+v %v", comp, err)
+		}
+	})
+
+	t.Run("llorch submit and explain", func(t *testing.T) {
+		out, err := exec.Command(filepath.Join(binDir, "llorch"), "--url", f.url, "submit", "-n", "6", "--session", "cli", "Once upon a time").Output()
+		if err != nil {
+			t.Fatalf("llorch submit: %v", err)
+		}
+		if words := strings.Fields(string(out)); len(words) != 6 {
+			t.Fatalf("llorch submit printed %q, want 6 tokens", out)
+		}
+		out, err = exec.Command(filepath.Join(binDir, "llorch"), "--url", f.url, "explain", "-m", simModel).Output()
+		if err != nil {
+			t.Fatalf("llorch explain: %v", err)
+		}
+		if !strings.Contains(string(out), "FREE-SLOTS") || strings.Count(string(out), "/pool-0") != 3 {
+			t.Fatalf("llorch explain printed:\n%s", out)
+		}
+		if err := exec.Command(filepath.Join(binDir, "llorch"), "--url", f.url, "submit", "-m", "absent-model", "x").Run(); err == nil {
+			t.Fatal("llorch submit for an absent model exited 0")
 		}
 	})
 

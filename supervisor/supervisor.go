@@ -353,8 +353,12 @@ func (r *runner) runOnce() error {
 	for {
 		select {
 		case err := <-exited:
+			failure := r.withLogTail(fmt.Errorf("engine exited: %w", exitError(err)), logPath)
+			// Say why before the pool turns not ready, so no one sees the
+			// one without the other.
+			r.sup.opts.Errors.SetLastError(r.spec.PoolID, failure.Error())
 			os.Remove(announced)
-			return r.withLogTail(fmt.Errorf("engine exited: %w", exitError(err)), logPath)
+			return failure
 		case <-r.stop:
 			os.Remove(announced)
 			r.terminate(cmd, exited)

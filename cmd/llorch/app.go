@@ -21,7 +21,7 @@ func newApp() *cli.App {
 			&cli.StringFlag{Name: "api-token", Usage: "bearer token", EnvVars: []string{"LLORCH_API_TOKEN"}},
 			&cli.DurationFlag{Name: "timeout", Value: 10 * time.Second, Usage: "request timeout"},
 		},
-		Commands:     []*cli.Command{nodesCommand(), simEngineCommand()},
+		Commands:     []*cli.Command{nodesCommand(), submitCommand(), explainCommand(), simEngineCommand()},
 		OnUsageError: config.UsageError,
 	}
 }
