@@ -5,6 +5,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/llorch/llorch/version.Version=$(VERSION)
 TOOLS := $(CURDIR)/.tools
 GOLANGCI_LINT_VERSION := v2.15.0
+JAEGER_VERSION := v1.76.0
 FUZZTIME ?= 5s
 # go-nvml's C header marks functions deprecated; the warnings are noise.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
@@ -22,8 +23,8 @@ test: lint test-unit test-e2e fuzz ## everything the project checks (what CI run
 test-unit: ## unit tests with the race detector
 	$(GO) test -race -count=1 ./...
 
-test-e2e: promtool ## end-to-end tests: real binaries as processes on 127.0.0.1
-	$(GO) test -tags e2e -count=1 -timeout 15m ./e2e/...
+test-e2e: promtool $(TOOLS)/jaeger ## end-to-end tests: real binaries (and Prometheus, Jaeger) as processes on 127.0.0.1
+	LLORCH_JAEGER=$(TOOLS)/jaeger $(GO) test -tags e2e -count=1 -timeout 15m ./e2e/...
 
 lint: $(TOOLS)/golangci-lint ## gofmt, go vet, golangci-lint
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
@@ -35,12 +36,16 @@ lint: $(TOOLS)/golangci-lint ## gofmt, go vet, golangci-lint
 $(TOOLS)/golangci-lint:
 	GOBIN=$(TOOLS) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 
+# Jaeger (v2, all-in-one) receives the daemons' traces in the e2e tests.
+$(TOOLS)/jaeger:
+	GOBIN=$(TOOLS) $(GO) install github.com/jaegertracing/jaeger/cmd/jaeger@$(JAEGER_VERSION)
+
 # promtool (Debian's prometheus package) checks a live agent's /metrics.
 promtool:
 	@command -v promtool >/dev/null || { echo "installing promtool (apt-get install prometheus)"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >/dev/null; }
 
-tools: $(TOOLS)/golangci-lint promtool ## install the tools the checks need
+tools: $(TOOLS)/golangci-lint $(TOOLS)/jaeger promtool ## install the tools the checks need
 
 fuzz: ## run every fuzz target for FUZZTIME (default 5s) each
 	@set -e; grep -rEo --include='*_test.go' '^func Fuzz[A-Za-z0-9_]+' . | sort -u | \

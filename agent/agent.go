@@ -7,6 +7,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/llorch/llorch/api"
 	"github.com/llorch/llorch/backoff"
@@ -53,6 +57,7 @@ type Agent struct {
 	opts    Options
 	log     *slog.Logger
 	metrics *metrics
+	tracer  trace.Tracer
 	// registered is owned by the Run goroutine, then by Shutdown.
 	registered bool
 }
@@ -72,7 +77,7 @@ func New(opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Agent{opts: opts, log: opts.Logger, metrics: m}, nil
+	return &Agent{opts: opts, log: opts.Logger, metrics: m, tracer: otel.Tracer("github.com/llorch/llorch/agent")}, nil
 }
 
 // Run registers and heartbeats until ctx is done. It returns only then.
@@ -126,7 +131,9 @@ func (a *Agent) setRegistered(v bool) {
 	a.metrics.registered.Set(boolValue(v))
 }
 
-func (a *Agent) register(ctx context.Context) error {
+func (a *Agent) register(ctx context.Context) (err error) {
+	ctx, span := a.tracer.Start(ctx, "register", trace.WithAttributes(attribute.String("llorch.node_id", a.opts.Registration.NodeID)))
+	defer func() { endSpan(span, err) }()
 	rctx, cancel := context.WithTimeout(ctx, a.opts.RequestTimeout)
 	defer cancel()
 	req := a.opts.Registration
@@ -146,7 +153,10 @@ func (a *Agent) register(ctx context.Context) error {
 
 // heartbeat sends one heartbeat and returns the interval the control plane
 // asks for.
-func (a *Agent) heartbeat(ctx context.Context, draining bool) (time.Duration, error) {
+func (a *Agent) heartbeat(ctx context.Context, draining bool) (next time.Duration, err error) {
+	ctx, span := a.tracer.Start(ctx, "heartbeat", trace.WithAttributes(
+		attribute.String("llorch.node_id", a.opts.Registration.NodeID), attribute.Bool("llorch.draining", draining)))
+	defer func() { endSpan(span, err) }()
 	rctx, cancel := context.WithTimeout(ctx, a.opts.RequestTimeout)
 	defer cancel()
 	hb := api.HeartbeatRequest{
@@ -191,10 +201,12 @@ func (a *Agent) Drain(ctx context.Context) error {
 }
 
 // Deregister removes the node from the control plane.
-func (a *Agent) Deregister(ctx context.Context) error {
+func (a *Agent) Deregister(ctx context.Context) (err error) {
 	if !a.registered {
 		return nil
 	}
+	ctx, span := a.tracer.Start(ctx, "deregister", trace.WithAttributes(attribute.String("llorch.node_id", a.opts.Registration.NodeID)))
+	defer func() { endSpan(span, err) }()
 	dctx, cancel := context.WithTimeout(ctx, a.opts.RequestTimeout)
 	defer cancel()
 	if err := a.opts.ControlPlane.Deregister(dctx, a.opts.Registration.NodeID); err != nil {
@@ -214,4 +226,13 @@ func (a *Agent) Shutdown(ctx context.Context) error {
 		return err
 	}
 	return drainErr
+}
+
+// endSpan records err on span and ends it.
+func endSpan(span trace.Span, err error) {
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
 }

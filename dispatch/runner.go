@@ -7,6 +7,10 @@ import (
 	"net/http"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/llorch/llorch/api"
 	"github.com/llorch/llorch/engine"
 )
@@ -141,15 +145,25 @@ func timing(c engine.CompletionChunk) engine.Timings {
 // stream runs the task on the placed engine, emitting started and token
 // events. It returns the tokens sent, the time to the first, and the
 // engine's final chunk.
-func (r *Runner) stream(ctx context.Context, t *Task, p Placement, req V2Request, admitted time.Time, predicted time.Duration) (int, time.Duration, engine.CompletionChunk, error) {
+func (r *Runner) stream(ctx context.Context, t *Task, p Placement, req V2Request, admitted time.Time, predicted time.Duration) (tokens int, ttft time.Duration, final engine.CompletionChunk, err error) {
+	ctx, span := r.d.opts.Tracer.Start(ctx, "stream", trace.WithAttributes(
+		attribute.String("llorch.task_id", t.ID),
+		attribute.String("llorch.node_id", p.Candidate.NodeID),
+		attribute.String("llorch.pool_id", p.Candidate.Pool.PoolID)))
+	defer func() {
+		span.SetAttributes(attribute.Int("llorch.tokens_out", tokens), attribute.Float64("llorch.ttft_ms", float64(ttft.Microseconds())/1000))
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, err.Error())
+		}
+		span.End()
+	}()
 	c := &engine.Client{BaseURL: p.Candidate.Pool.URL, HTTP: r.engines, ReuseStreamConns: true}
-	tokens := 0
-	var ttft time.Duration
 	first := func() {
 		t.Emit("started", startedEvent{QueuePosition: p.QueuePosition, PredictedStartMS: predicted.Milliseconds(),
 			NodeID: p.Candidate.NodeID, PoolID: p.Candidate.Pool.PoolID})
 	}
-	final, err := c.Complete(ctx, engine.CompletionRequest{Prompt: req.Prompt, NPredict: req.MaxTokens, Seed: req.Seed},
+	final, err = c.Complete(ctx, engine.CompletionRequest{Prompt: req.Prompt, NPredict: req.MaxTokens, Seed: req.Seed},
 		func(ch engine.CompletionChunk) error {
 			if tokens == 0 {
 				first()
