@@ -5,7 +5,6 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/llorch/llorch/version.Version=$(VERSION)
 TOOLS := $(CURDIR)/.tools
 GOLANGCI_LINT_VERSION := v2.15.0
-JAEGER_VERSION := v1.76.0
 FUZZTIME ?= 5s
 # go-nvml's C header marks functions deprecated; the warnings are noise.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
@@ -36,9 +35,11 @@ lint: $(TOOLS)/golangci-lint ## gofmt, go vet, golangci-lint
 $(TOOLS)/golangci-lint:
 	GOBIN=$(TOOLS) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
 
-# Jaeger (v2, all-in-one) receives the daemons' traces in the e2e tests.
-$(TOOLS)/jaeger:
-	GOBIN=$(TOOLS) $(GO) install github.com/jaegertracing/jaeger/cmd/jaeger@$(JAEGER_VERSION)
+# Jaeger (v2, all-in-one) receives the daemons' traces in the e2e tests. It
+# is pinned as a tool of its own module, tools/jaeger (go get -tool ...@v1.76.0),
+# so its dependencies stay out of llorch's go.mod.
+$(TOOLS)/jaeger: tools/jaeger/go.mod
+	cd tools/jaeger && $(GO) build -o $(TOOLS)/jaeger github.com/jaegertracing/jaeger/cmd/jaeger
 
 # promtool (Debian's prometheus package) checks a live agent's /metrics.
 promtool:
