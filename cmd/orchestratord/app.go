@@ -116,7 +116,6 @@ func run(c *cli.Context) error {
 			}
 		}})
 		promReg.MustRegister(reg)
-		go reg.RunStaleChecker(ctx, interval)
 		fleet = controlplane.RegistryFleet{Registry: reg}
 		log.Info("cloud profile: node registry on", "node_timeout", timeout, "stale_check_interval", interval)
 		if c.String("prometheus-url") == "" {
@@ -167,6 +166,10 @@ func run(c *cli.Context) error {
 	}
 	wake = dispatcher.Wake
 	go dispatcher.Run(ctx)
+	if reg != nil {
+		// Started only now: its expiries call wake, set just above.
+		go reg.RunStaleChecker(ctx, config.GetDuration(c, "stale-check-interval"))
+	}
 	tasks := dispatch.NewStore(5 * time.Minute)
 	go tasks.Run(ctx)
 	engines := &http.Client{Transport: tracing.Transport(&http.Transport{
