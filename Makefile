@@ -55,8 +55,8 @@ fuzz: ## run every fuzz target for FUZZTIME (default 5s) each
 	  $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 1s "$$(dirname $$file)"; \
 	done
 
-bench: ## benchmarks: heartbeat throughput, handoff write -> pool ready latency
-	$(GO) test -run '^$$' -bench . -skip 'HandoffToReady/poll|PlacementQuality' -benchmem -count=1 ./...
+bench: ## benchmarks, one package at a time (2 cores: concurrent packages would skew each other)
+	$(GO) test -p 1 -run '^$$' -bench . -skip 'HandoffToReady/poll|PlacementQuality' -benchmem -count=1 ./...
 	$(GO) test -run '^$$' -bench 'HandoffToReady/poll' -benchtime 20x -count=1 ./handoff
 
 bench-placement: ## placement quality: round-robin vs fewest-busy-slots vs llorch on a simulated fleet (~1 min)
