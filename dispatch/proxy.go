@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/llorch/llorch/api"
@@ -108,7 +109,26 @@ func (p *Proxy) send(ctx context.Context, pl Placement, path string, body []byte
 }
 
 // doneMarker ends an OpenAI stream; a stream that stops without it was cut.
-var doneMarker = []byte("data: [DONE]")
+const doneText = "data: [DONE]"
+
+var doneMarker = []byte(doneText)
+
+// relayBuffers recycles the 32 KiB read buffers of relays: a buffer per
+// request was most of the proxy's garbage, and GC pauses its tail latency.
+var relayBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// keepTail appends p to tail, keeping only the last cap(tail) bytes, so a
+// [DONE] marker split across reads is still seen.
+func keepTail(tail, p []byte) []byte {
+	c := cap(tail)
+	if len(p) >= c {
+		return append(tail[:0], p[len(p)-c:]...)
+	}
+	if over := len(tail) + len(p) - c; over > 0 {
+		tail = append(tail[:0], tail[over:]...)
+	}
+	return append(tail, p...)
+}
 
 // relay copies the engine's answer to the client, flushing every read.
 func (p *Proxy) relay(w http.ResponseWriter, resp *http.Response, pl Placement, admitted time.Time) Outcome {
@@ -124,8 +144,11 @@ func (p *Proxy) relay(w http.ResponseWriter, resp *http.Response, pl Placement, 
 	w.Header().Set("X-Llorch-Pool", pl.Key())
 	w.WriteHeader(resp.StatusCode)
 	flusher, _ := w.(http.Flusher)
-	buf := make([]byte, 32<<10)
-	var tail []byte // the last bytes, to see the [DONE] marker
+	bp := relayBuffers.Get().(*[]byte)
+	defer relayBuffers.Put(bp)
+	buf := *bp
+	var tailBuf [2 * len(doneText)]byte
+	tail := tailBuf[:0] // the last bytes, to see the [DONE] marker
 	first := true
 	for {
 		n, err := resp.Body.Read(buf)
@@ -143,10 +166,7 @@ func (p *Proxy) relay(w http.ResponseWriter, resp *http.Response, pl Placement, 
 				flusher.Flush()
 			}
 			p.metrics.ProxyOverhead(time.Since(read))
-			tail = append(tail, buf[:n]...)
-			if len(tail) > 64 {
-				tail = tail[len(tail)-64:]
-			}
+			tail = keepTail(tail, buf[:n])
 		}
 		if errors.Is(err, io.EOF) {
 			if stream && resp.StatusCode == http.StatusOK && !bytes.Contains(tail, doneMarker) {

@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"slices"
@@ -230,5 +231,20 @@ func TestStoreRunStopsWithItsContext(t *testing.T) {
 	case <-stopped:
 	case <-time.After(5 * time.Second):
 		t.Fatal("Store.Run did not stop")
+	}
+}
+
+func TestKeepTailSeesAMarkerSplitAcrossReads(t *testing.T) {
+	var buf [2 * len(doneText)]byte
+	tail := buf[:0]
+	for _, chunk := range []string{"data: {\"x\":1}\n\ndata: [DO", "NE]\n\n"} {
+		tail = keepTail(tail, []byte(chunk))
+	}
+	if !bytes.Contains(tail, doneMarker) || len(tail) > cap(buf) {
+		t.Fatalf("tail %q", tail)
+	}
+	long := bytes.Repeat([]byte("x"), 100)
+	if tail = keepTail(tail, long); len(tail) != cap(buf) || bytes.Contains(tail, doneMarker) {
+		t.Fatalf("after a long read, tail %q", tail)
 	}
 }
