@@ -1,24 +1,16 @@
 package engine_test
 
 import (
-	"bufio"
 	"bytes"
+	"github.com/llorch/llorch/engine/enginetest"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 )
 
-// fixturesDir is where the llama-server recordings are: SPEC §10 puts them
-// in ../shared/fixtures, next to the repository.
-func fixturesDir() string {
-	if d := os.Getenv("LLORCH_FIXTURES"); d != "" {
-		return d
-	}
-	return filepath.Join("..", "..", "shared", "fixtures", "llama-server")
-}
+// fixturesDir is where the llama-server recordings are.
+func fixturesDir() string { return enginetest.Dir() }
 
 // recording is one recorded llama-server response.
 type recording struct {
@@ -28,34 +20,10 @@ type recording struct {
 	body   []byte
 }
 
-// loadRecording parses a recording: "HTTP <status>", header lines, a blank
-// line, the body exactly as received.
 func loadRecording(t testing.TB, name string) recording {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(fixturesDir(), name))
-	if err != nil {
-		t.Fatalf("fixture (set LLORCH_FIXTURES to the llama-server fixtures dir): %v", err)
-	}
-	head, body, ok := bytes.Cut(raw, []byte("\n\n"))
-	if !ok {
-		t.Fatalf("%s: no blank line after the headers", name)
-	}
-	sc := bufio.NewScanner(bytes.NewReader(head))
-	sc.Scan()
-	proto, code, _ := strings.Cut(sc.Text(), " ")
-	status, err := strconv.Atoi(code)
-	if proto != "HTTP" || err != nil {
-		t.Fatalf("%s: status line %q", name, sc.Text())
-	}
-	h := http.Header{}
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ": ")
-		if !ok {
-			t.Fatalf("%s: header line %q", name, sc.Text())
-		}
-		h.Add(k, v)
-	}
-	return recording{name: name, status: status, header: h, body: body}
+	r := enginetest.Load(t, name)
+	return recording{name: r.Name, status: r.Status, header: r.Header, body: r.Body}
 }
 
 // httpRecordings lists the fixtures that are HTTP responses (the others
