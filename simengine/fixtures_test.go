@@ -15,9 +15,6 @@ import (
 	"github.com/llorch/llorch/sse"
 )
 
-// fixturesDir is where the llama-server recordings are.
-func fixturesDir() string { return enginetest.Dir() }
-
 // recording is one recorded llama-server response.
 type recording struct {
 	status int
