@@ -14,6 +14,10 @@ type RegistryFleet struct{ Registry *registry.Registry }
 
 var _ dispatch.Fleet = RegistryFleet{}
 
+// Version changes with the registry, so the dispatcher rebuilds its
+// candidates only when the fleet changed.
+func (f RegistryFleet) Version() uint64 { return f.Registry.Version() }
+
 // Candidates implements dispatch.Fleet. Offline nodes are left out: they
 // never receive work.
 func (f RegistryFleet) Candidates() []scheduler.Candidate {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel"
@@ -109,7 +110,10 @@ type Dispatcher struct {
 
 	wake chan struct{}
 	// passMu serialises placements: Run's passes and Submit's fast path.
+	// It guards snap.
 	passMu sync.Mutex
+	snap   snapshot
+	slots  atomic.Int64 // usable slots in the fleet, from the snapshot
 }
 
 // New builds a dispatcher.
@@ -157,8 +161,10 @@ func (d *Dispatcher) Wake() {
 	}
 }
 
-// candidates snapshots the fleet with this control plane's own state.
-func (d *Dispatcher) candidates() []scheduler.Candidate {
+// fresh builds the fleet's candidates with this control plane's own state,
+// outside the placement path (explanations, retries). Placement uses the
+// cached snapshot (shared).
+func (d *Dispatcher) fresh() []scheduler.Candidate {
 	cands := d.opts.Fleet.Candidates()
 	d.mu.Lock()
 	for i := range cands {
@@ -188,7 +194,7 @@ func (d *Dispatcher) affinityOf(session string) string {
 // Explain ranks the fleet for req as placement would now, with the
 // capacity filter, so full pools show as rejected.
 func (d *Dispatcher) Explain(req scheduler.Request) (*scheduler.Decision, error) {
-	return d.explainFull.Schedule(d.now(), &req, d.candidates(), d.affinityOf(req.SessionID))
+	return d.explainFull.Schedule(d.now(), &req, d.fresh(), d.affinityOf(req.SessionID))
 }
 
 // Scorers names the score components of explanations, in order.
@@ -204,11 +210,12 @@ func (d *Dispatcher) Submit(j *Job) (position int, predicted time.Duration, e *a
 	if !j.Deadline.IsZero() && now.After(j.Deadline) {
 		return 0, 0, &api.Error{Code: api.CodeDeadlineUnmet, Message: "the deadline has already passed"}
 	}
-	if d.placeNow(j, now) {
+	placed, feasible := d.placeNow(j, now)
+	if placed {
 		d.opts.Metrics.admission("admitted")
 		return 0, 0, nil
 	}
-	if !d.feasible.AnyFeasible(now, &j.Req, d.candidates()) {
+	if !feasible {
 		d.opts.Metrics.decision("unavailable")
 		return 0, 0, d.unavailable(&j.Req)
 	}
@@ -262,12 +269,7 @@ func (d *Dispatcher) predictWait() time.Duration {
 	if ahead == 0 {
 		return 0
 	}
-	slots := 0
-	for _, c := range d.opts.Fleet.Candidates() {
-		if c.NodeStatus == api.StatusOnline && c.Pool.Ready && !c.Pool.Draining {
-			slots += c.Pool.SlotsTotal
-		}
-	}
+	slots := d.slots.Load()
 	d.mu.Lock()
 	svc := d.service
 	d.mu.Unlock()
@@ -344,7 +346,7 @@ func (d *Dispatcher) Release(p Placement, session string, outcome Outcome, ran t
 // instead of the job waiting out Unplaceable for a pool that is not there.
 func (d *Dispatcher) Retry(j *Job, failed Placement) bool {
 	j.Req.AvoidPools = append(j.Req.AvoidPools, failed.Key())
-	if !d.feasible.AnyFeasible(d.now(), &j.Req, d.candidates()) {
+	if !d.feasible.AnyFeasible(d.now(), &j.Req, d.fresh()) {
 		return false
 	}
 	d.opts.Queue.PushFront(&admission.Item{ID: j.ID, Priority: j.Priority, Enqueued: j.Enqueued, Value: j})
@@ -377,7 +379,7 @@ func (d *Dispatcher) pass() {
 		return
 	}
 	now := d.now()
-	cands := d.candidates()
+	cands := d.shared()
 	for pos, it := range items {
 		j := it.Value.(*Job)
 		if !j.Deadline.IsZero() && now.After(j.Deadline) {
@@ -395,15 +397,17 @@ func (d *Dispatcher) pass() {
 }
 
 // placeNow places a job in the submitting goroutine when nothing is
-// queued ahead of it, sparing it two goroutine hand-offs through Run.
-// Called under no lock; it takes passMu, so placements stay serial.
-func (d *Dispatcher) placeNow(j *Job, now time.Time) bool {
+// queued ahead of it, sparing it two goroutine hand-offs through Run; when
+// it cannot, it reports whether any pool could ever take the job. Called
+// under no lock; it takes passMu, so placements stay serial.
+func (d *Dispatcher) placeNow(j *Job, now time.Time) (placed, feasible bool) {
 	d.passMu.Lock()
 	defer d.passMu.Unlock()
-	if d.opts.Queue.Len(admission.Interactive)+d.opts.Queue.Len(admission.Batch) > 0 {
-		return false // others wait first
+	cands := d.shared()
+	if d.opts.Queue.Len(admission.Interactive)+d.opts.Queue.Len(admission.Batch) == 0 && d.placeJob(j, 0, now, cands, false) {
+		return true, true
 	}
-	return d.placeJob(j, 0, now, d.candidates(), false)
+	return false, d.feasible.AnyFeasible(now, &j.Req, cands)
 }
 
 // placeJob schedules j over cands and, if a pool fits, hands j its
@@ -430,6 +434,7 @@ func (d *Dispatcher) placeJob(j *Job, pos int, now time.Time, cands []scheduler.
 	}
 	d.place.Release(dec)
 	best.InFlight++ // later jobs of this pass see the slot taken
+	d.snap.touch(best)
 	d.mu.Lock()
 	d.inflight[best.Key()]++
 	delete(d.unfittable, j.ID)

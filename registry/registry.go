@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/llorch/llorch/api"
@@ -43,6 +44,7 @@ type Registry struct {
 	log      *slog.Logger
 	metrics  *metrics
 	onChange func()
+	version  atomic.Uint64 // bumped on every change, for caches
 
 	mu    sync.RWMutex
 	nodes map[string]*node
@@ -137,6 +139,7 @@ func (r *Registry) Heartbeat(nodeID string, hb api.HeartbeatRequest) error {
 }
 
 func (r *Registry) changed() {
+	r.version.Add(1)
 	if r.onChange != nil {
 		r.onChange()
 	}
@@ -252,6 +255,10 @@ func (r *Registry) List(includeOffline bool) []api.NodeInfo {
 	sort.Slice(out, func(i, j int) bool { return out[i].NodeID < out[j].NodeID })
 	return out
 }
+
+// Version changes whenever a node registers, heartbeats, deregisters or
+// expires; caches of List compare it to know they are stale.
+func (r *Registry) Version() uint64 { return r.version.Load() }
 
 // Len returns the number of registered nodes, offline ones included.
 func (r *Registry) Len() int {

@@ -15,6 +15,12 @@ import (
 	"github.com/llorch/llorch/scheduler"
 )
 
+// Versioned is implemented by sources that can tell when their readings
+// changed, so placement refreshes its copy only then.
+type Versioned interface {
+	Version() uint64
+}
+
 // Source answers placement's question about one pool.
 type Source interface {
 	// Get returns the pool's utilisation; the zero At means none known.

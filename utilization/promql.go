@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	promapi "github.com/prometheus/client_golang/api"
@@ -24,12 +25,19 @@ type PromQL struct {
 	api      v1.API
 	interval time.Duration
 
-	mu    sync.RWMutex
-	nodes map[string]nodeReading
-	err   error
+	mu      sync.RWMutex
+	nodes   map[string]nodeReading
+	err     error
+	version atomic.Uint64
 }
 
-var _ Source = (*PromQL)(nil)
+var (
+	_ Source    = (*PromQL)(nil)
+	_ Versioned = (*PromQL)(nil)
+)
+
+// Version changes after every successful refresh.
+func (p *PromQL) Version() uint64 { return p.version.Load() }
 
 // queries are the instant queries one refresh runs: the series themselves.
 var queries = []string{seriesDeferred, seriesProcessing, seriesVRAMFree, seriesTokens, seriesTokenSeconds, seriesGPUUtil, seriesGPUFree}
@@ -134,6 +142,7 @@ func (p *PromQL) refresh(ctx context.Context) error {
 	p.mu.Lock()
 	p.nodes, p.err = nodes, nil
 	p.mu.Unlock()
+	p.version.Add(1)
 	return nil
 }
 

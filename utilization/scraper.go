@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	dto "github.com/prometheus/client_model/go"
@@ -31,11 +32,18 @@ type Scraper struct {
 	client   *http.Client
 	now      func() time.Time
 
-	mu    sync.RWMutex
-	nodes map[string]nodeReading
+	mu      sync.RWMutex
+	nodes   map[string]nodeReading
+	version atomic.Uint64
 }
 
-var _ Source = (*Scraper)(nil)
+var (
+	_ Source    = (*Scraper)(nil)
+	_ Versioned = (*Scraper)(nil)
+)
+
+// Version changes after every round of scrapes.
+func (s *Scraper) Version() uint64 { return s.version.Load() }
 
 // NewScraper scrapes targets() every interval.
 func NewScraper(targets func() []Target, interval time.Duration) *Scraper {
@@ -94,6 +102,7 @@ func (s *Scraper) ScrapeAll(ctx context.Context) {
 		}
 	}
 	s.mu.Unlock()
+	s.version.Add(1)
 }
 
 func (s *Scraper) scrape(ctx context.Context, t Target) (nodeReading, error) {

@@ -1,0 +1,152 @@
+package dispatch
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/llorch/llorch/admission"
+	"github.com/llorch/llorch/scheduler"
+	"github.com/llorch/llorch/scheduler/schedtest"
+)
+
+// versionedFleet is a fleet that says when it changed, as the registry does.
+type versionedFleet struct {
+	staticFleet
+	version atomic.Uint64
+	builds  atomic.Int64
+}
+
+func (f *versionedFleet) Version() uint64 { return f.version.Load() }
+
+func (f *versionedFleet) Candidates() []scheduler.Candidate {
+	f.builds.Add(1)
+	return f.staticFleet.Candidates()
+}
+
+// countingUtil counts Get calls and has a settable version.
+type countingUtil struct {
+	mu      sync.Mutex
+	gets    int
+	version uint64
+}
+
+func (u *countingUtil) Get(string, string, string) scheduler.Utilization {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.gets++
+	return scheduler.Utilization{}
+}
+
+func (u *countingUtil) Version() uint64 {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.version
+}
+
+func newSnapshotDispatcher(t *testing.T, f *versionedFleet, util *countingUtil) (*Dispatcher, *time.Time) {
+	t.Helper()
+	now := time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC)
+	d, err := New(Options{Fleet: f, Util: util, Queue: admission.New(16, admission.Reject), Logger: quiet,
+		Scheduling: scheduler.Options{StaleAfter: time.Minute, Quarantine: time.Minute}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.now = func() time.Time { return now }
+	return d, &now
+}
+
+func place(t *testing.T, d *Dispatcher, id string) Placement {
+	t.Helper()
+	j := NewJob(id, admission.Interactive, scheduler.Request{Mode: "auto", AllowFallback: true}, time.Time{})
+	if _, _, e := d.Submit(j); e != nil {
+		t.Fatalf("submit %s: %v", id, e)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	p, e, err := j.Wait(ctx)
+	if err != nil || e != nil {
+		t.Fatalf("%s not placed: %v %v", id, e, err)
+	}
+	return p
+}
+
+// TestCachedSnapshotKeepsInFlightRight: with a fleet that never changes
+// (the snapshot is never rebuilt), slots taken and released by this control
+// plane are still counted exactly.
+func TestCachedSnapshotKeepsInFlightRight(t *testing.T) {
+	f := &versionedFleet{}
+	f.set(schedtest.Pool("pool-0").Slots(1, 1).Obj())
+	d, _ := newSnapshotDispatcher(t, f, &countingUtil{})
+	first := place(t, d, "a")
+	// The only slot is taken: the next job queues instead of landing there.
+	j := NewJob("b", admission.Interactive, scheduler.Request{Mode: "auto", AllowFallback: true}, time.Time{})
+	if _, _, e := d.Submit(j); e != nil {
+		t.Fatal(e)
+	}
+	if d.opts.Queue.Position("b") != 0 {
+		t.Fatal("b was placed on a busy slot")
+	}
+	d.Release(first, "", Succeeded, time.Millisecond)
+	d.pass()
+	second, e, err := j.Wait(context.Background())
+	if err != nil || e != nil {
+		t.Fatalf("b after the release: %v %v", e, err)
+	}
+	d.Release(second, "", Succeeded, time.Millisecond)
+	// Both released: the cached candidate shows the slot free again.
+	place(t, d, "c")
+	if n := f.builds.Load(); n != 1 {
+		t.Fatalf("an unchanged fleet was rebuilt %d times, want once", n)
+	}
+}
+
+// TestSnapshotRebuildsAfterChangesAtMostEveryInterval: a change is seen
+// once rebuildEvery has passed since the last build, not before.
+func TestSnapshotRebuildsAfterChangesAtMostEveryInterval(t *testing.T) {
+	f := &versionedFleet{}
+	f.set(schedtest.Pool("pool-0").Slots(4, 4).Obj())
+	util := &countingUtil{}
+	d, now := newSnapshotDispatcher(t, f, util)
+	p := place(t, d, "a")
+	d.Release(p, "", Succeeded, time.Millisecond)
+	getsAfterFirst := util.gets
+
+	// The pool drains; the fleet says it changed.
+	f.set(schedtest.Pool("pool-0").Slots(4, 4).Draining().Obj())
+	f.version.Add(1)
+	*now = now.Add(rebuildEvery / 2)
+	p = place(t, d, "b") // within the interval: the old snapshot stands
+	d.Release(p, "", Succeeded, time.Millisecond)
+	if f.builds.Load() != 1 {
+		t.Fatalf("rebuilt within %v of the last build", rebuildEvery)
+	}
+	if util.gets != getsAfterFirst {
+		t.Fatal("utilisation re-read without a new version")
+	}
+
+	*now = now.Add(rebuildEvery)
+	j := NewJob("c", admission.Interactive, scheduler.Request{Mode: "auto", AllowFallback: true}, time.Time{})
+	if _, _, e := d.Submit(j); e == nil {
+		t.Fatal("a task was admitted onto a pool the rebuilt snapshot shows draining")
+	}
+	if f.builds.Load() != 2 {
+		t.Fatalf("builds = %d after the interval, want 2", f.builds.Load())
+	}
+	if util.gets <= getsAfterFirst {
+		t.Fatal("a rebuilt snapshot must re-read utilisation")
+	}
+	// A new utilisation version alone refreshes utilisation, not the fleet.
+	gets := util.gets
+	util.mu.Lock()
+	util.version++
+	util.mu.Unlock()
+	d.passMu.Lock()
+	d.shared()
+	d.passMu.Unlock()
+	if util.gets == gets || f.builds.Load() != 2 {
+		t.Fatalf("after a utilisation version: gets %d->%d, builds %d", gets, util.gets, f.builds.Load())
+	}
+}
