@@ -26,6 +26,7 @@ const rebuildEvery = 100 * time.Millisecond
 // and failures overlaid in O(pools touched). Guarded by passMu.
 type snapshot struct {
 	built     time.Time
+	buildCost time.Duration // how long the last rebuild took
 	fleetVer  uint64
 	utilVer   uint64
 	utilValid bool
@@ -44,9 +45,14 @@ func (d *Dispatcher) shared() []scheduler.Candidate {
 	if versioned {
 		fv = v.Version()
 	}
-	if s.cands == nil || !versioned || (fv != s.fleetVer && now.Sub(s.built) >= rebuildEvery) {
+	// A huge fleet takes a while to list: rebuild at most every 10 build
+	// times, so rebuilding never takes more than a tenth of the time.
+	every := max(rebuildEvery, 10*s.buildCost)
+	if s.cands == nil || !versioned || (fv != s.fleetVer && now.Sub(s.built) >= every) {
+		begin := time.Now()
 		s.rebuild(d.opts.Fleet.Candidates(), fv, now)
 		d.countSlots(s.cands)
+		s.buildCost = time.Since(begin)
 	}
 	if d.opts.Util != nil {
 		uv, uVersioned := d.opts.Util.(utilization.Versioned)

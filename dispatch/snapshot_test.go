@@ -150,3 +150,26 @@ func TestSnapshotRebuildsAfterChangesAtMostEveryInterval(t *testing.T) {
 		t.Fatalf("after a utilisation version: gets %d->%d, builds %d", gets, util.gets, f.builds.Load())
 	}
 }
+
+// TestSnapshotRebuildsNoMoreOftenThanTenBuildTimes: a fleet whose listing
+// is slow is rebuilt at most every ten listing times.
+func TestSnapshotRebuildsNoMoreOftenThanTenBuildTimes(t *testing.T) {
+	f := &versionedFleet{}
+	f.set(schedtest.Pool("pool-0").Slots(4, 4).Obj())
+	d, now := newSnapshotDispatcher(t, f, &countingUtil{})
+	d.passMu.Lock()
+	defer d.passMu.Unlock()
+	d.shared()
+	d.snap.buildCost = time.Second // as if listing the fleet took 1 s
+	f.version.Add(1)
+	*now = now.Add(5 * time.Second)
+	d.shared()
+	if f.builds.Load() != 1 {
+		t.Fatal("rebuilt 5 s after a 1 s build")
+	}
+	*now = now.Add(5 * time.Second)
+	d.shared()
+	if f.builds.Load() != 2 {
+		t.Fatal("not rebuilt 10 s after a 1 s build")
+	}
+}
