@@ -32,19 +32,15 @@ type Options struct {
 	Clock Clock
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
-	// OnChange, if set, is called (outside the registry's lock) after a
-	// registration, heartbeat, deregistration or expiry: the fleet changed.
-	OnChange func()
 }
 
 // Registry holds the fleet's nodes. It is safe for concurrent use.
 type Registry struct {
-	clock    Clock
-	timeout  time.Duration
-	log      *slog.Logger
-	metrics  *metrics
-	onChange func()
-	version  atomic.Uint64 // bumped on every change, for caches
+	clock   Clock
+	timeout time.Duration
+	log     *slog.Logger
+	metrics *metrics
+	version atomic.Uint64 // bumped on every change, for caches
 
 	mu    sync.RWMutex
 	nodes map[string]*node
@@ -68,12 +64,11 @@ func New(opts Options) *Registry {
 		opts.Logger = slog.Default()
 	}
 	return &Registry{
-		clock:    opts.Clock,
-		timeout:  opts.Timeout,
-		log:      opts.Logger,
-		metrics:  newMetrics(),
-		onChange: opts.OnChange,
-		nodes:    make(map[string]*node),
+		clock:   opts.Clock,
+		timeout: opts.Timeout,
+		log:     opts.Logger,
+		metrics: newMetrics(),
+		nodes:   make(map[string]*node),
 	}
 }
 
@@ -140,9 +135,6 @@ func (r *Registry) Heartbeat(nodeID string, hb api.HeartbeatRequest) error {
 
 func (r *Registry) changed() {
 	r.version.Add(1)
-	if r.onChange != nil {
-		r.onChange()
-	}
 }
 
 // allDraining reports whether a node with pools has every pool draining.

@@ -101,8 +101,6 @@ func run(c *cli.Context) error {
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	// The dispatcher is woken by fleet changes; it exists before the fleet.
-	var wake func()
 	var reg *registry.Registry
 	var fleet dispatch.Fleet
 	var util utilization.Source
@@ -110,12 +108,9 @@ func run(c *cli.Context) error {
 	if c.Bool("cloud-profile") {
 		timeout := config.GetDuration(c, "node-timeout")
 		interval := config.GetDuration(c, "stale-check-interval")
-		reg = registry.New(registry.Options{Timeout: timeout, Logger: log, OnChange: func() {
-			if wake != nil {
-				wake()
-			}
-		}})
+		reg = registry.New(registry.Options{Timeout: timeout, Logger: log})
 		promReg.MustRegister(reg)
+		go reg.RunStaleChecker(ctx, interval)
 		fleet = controlplane.RegistryFleet{Registry: reg}
 		log.Info("cloud profile: node registry on", "node_timeout", timeout, "stale_check_interval", interval)
 		if c.String("prometheus-url") == "" {
@@ -164,12 +159,10 @@ func run(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	wake = dispatcher.Wake
+	// Heartbeats do not wake the dispatcher: its fleet snapshot changes at
+	// most every 100 ms, which its own tick covers; waking it on each of
+	// thousands of heartbeats a second would only repeat passes.
 	go dispatcher.Run(ctx)
-	if reg != nil {
-		// Started only now: its expiries call wake, set just above.
-		go reg.RunStaleChecker(ctx, config.GetDuration(c, "stale-check-interval"))
-	}
 	tasks := dispatch.NewStore(5 * time.Minute)
 	go tasks.Run(ctx)
 	engines := &http.Client{Transport: tracing.Transport(&http.Transport{
