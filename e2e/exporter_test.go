@@ -5,16 +5,13 @@ package e2e
 import (
 	"bytes"
 	"errors"
+	"github.com/llorch/llorch/promtext"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/llorch/llorch/api"
 )
@@ -25,8 +22,7 @@ const simH200Bytes = 141 << 30 // 151397597184
 // metricValue reads one series of a /metrics text: the first series of
 // name whose labels include want.
 func metricValue(text, name string, want map[string]string) (float64, bool) {
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(strings.NewReader(text))
+	fams, err := promtext.Parse(strings.NewReader(text))
 	if err != nil || fams[name] == nil {
 		return 0, false
 	}
@@ -41,21 +37,9 @@ series:
 				continue series
 			}
 		}
-		return sampleValue(m), true
+		return promtext.Value(m), true
 	}
 	return 0, false
-}
-
-func sampleValue(m *dto.Metric) float64 {
-	switch {
-	case m.GetGauge() != nil:
-		return m.GetGauge().GetValue()
-	case m.GetCounter() != nil:
-		return m.GetCounter().GetValue()
-	case m.GetUntyped() != nil:
-		return m.GetUntyped().GetValue()
-	}
-	return 0
 }
 
 // promtool finds promtool. `make test` installs it, so CI must have it;

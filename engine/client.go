@@ -9,11 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strings"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
+	"github.com/llorch/llorch/promtext"
 )
 
 // maxResponseBytes bounds non-streaming responses read from an engine.
@@ -224,8 +224,7 @@ func (c *Client) Metrics(ctx context.Context) (Metrics, error) {
 // ParseMetrics parses llama-server's Prometheus text. Every family it has is
 // a single unlabelled counter or gauge.
 func ParseMetrics(r io.Reader) (Metrics, error) {
-	parser := expfmt.NewTextParser(model.LegacyValidation)
-	fams, err := parser.TextToMetricFamilies(r)
+	fams, err := promtext.Parse(r)
 	if err != nil {
 		return Metrics{}, fmt.Errorf("parse engine metrics: %w", err)
 	}
@@ -234,14 +233,8 @@ func ParseMetrics(r io.Reader) (Metrics, error) {
 		if len(f.GetMetric()) == 0 {
 			continue
 		}
-		pm := f.GetMetric()[0]
-		switch {
-		case pm.GetCounter() != nil:
-			m.Families[name] = pm.GetCounter().GetValue()
-		case pm.GetGauge() != nil:
-			m.Families[name] = pm.GetGauge().GetValue()
-		case pm.GetUntyped() != nil:
-			m.Families[name] = pm.GetUntyped().GetValue()
+		if v := promtext.Value(f.GetMetric()[0]); !math.IsNaN(v) {
+			m.Families[name] = v
 		}
 	}
 	m.PromptTokensTotal = m.Families["llamacpp:prompt_tokens_total"]

@@ -9,9 +9,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/llorch/llorch/promtext"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 )
 
 // DCGMSource reads GPUs from a running dcgm-exporter's /metrics (go-dcgm,
@@ -79,8 +78,7 @@ var dcgmFields = map[string]struct {
 // (Hostname/hostname, modelName, UUID); series of other hosts' GPUs do not
 // occur in one exporter's output and are not filtered.
 func ParseDCGM(r io.Reader) ([]GPU, error) {
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(r)
+	fams, err := promtext.Parse(r)
 	if err != nil {
 		return nil, fmt.Errorf("parse dcgm-exporter metrics: %w", err)
 	}
@@ -108,7 +106,7 @@ func ParseDCGM(r io.Reader) ([]GPU, error) {
 			if g.Name == "" {
 				g.Name = labels["modelName"]
 			}
-			field.set(g, value(m)*field.factor)
+			field.set(g, promtext.Value(m)*field.factor)
 		}
 	}
 	if len(byIndex) == 0 {
@@ -142,16 +140,4 @@ func labelMap(m *dto.Metric) map[string]string {
 		out[name] = l.GetValue()
 	}
 	return out
-}
-
-func value(m *dto.Metric) float64 {
-	switch {
-	case m.GetGauge() != nil:
-		return m.GetGauge().GetValue()
-	case m.GetCounter() != nil:
-		return m.GetCounter().GetValue()
-	case m.GetUntyped() != nil:
-		return m.GetUntyped().GetValue()
-	}
-	return 0
 }

@@ -3,6 +3,7 @@ package exporter
 import (
 	"context"
 	"fmt"
+	"github.com/llorch/llorch/promtext"
 	"log/slog"
 	"math"
 	"net/http"
@@ -18,8 +19,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/llorch/llorch/pool"
 )
@@ -189,16 +188,7 @@ func labelSets(mf *dto.MetricFamily, skip ...string) []string {
 	return out
 }
 
-func seriesValue(mf *dto.MetricFamily) float64 {
-	m := mf.GetMetric()[0]
-	switch {
-	case m.GetGauge() != nil:
-		return m.GetGauge().GetValue()
-	case m.GetCounter() != nil:
-		return m.GetCounter().GetValue()
-	}
-	return m.GetUntyped().GetValue()
-}
+func seriesValue(mf *dto.MetricFamily) float64 { return promtext.Value(mf.GetMetric()[0]) }
 
 // TestDCGMScrapeMatchesNVML scrapes a dcgm-exporter through the poller and
 // the GPU collector, and compares the llorch series with the NVML path's
@@ -210,8 +200,7 @@ func TestDCGMScrapeMatchesNVML(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer golden.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	nvmlFams, err := parser.TextToMetricFamilies(golden)
+	nvmlFams, err := promtext.Parse(golden)
 	if err != nil {
 		t.Fatal(err)
 	}

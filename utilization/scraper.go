@@ -4,18 +4,14 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-
 	"github.com/llorch/llorch/exporter"
+	"github.com/llorch/llorch/promtext"
 	"github.com/llorch/llorch/scheduler"
 )
 
@@ -125,15 +121,14 @@ func (s *Scraper) scrape(ctx context.Context, t Target) (nodeReading, error) {
 
 // parseAgentMetrics reads the series placement uses from an agent's scrape.
 func parseAgentMetrics(r io.Reader, at time.Time) (nodeReading, error) {
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(r)
+	fams, err := promtext.Parse(r)
 	if err != nil {
 		return nodeReading{}, fmt.Errorf("parse agent metrics: %w", err)
 	}
 	n := newNodeReading(at)
 	for name, f := range fams {
 		for _, m := range f.GetMetric() {
-			n.record(name, label(m, "pool_id"), label(m, "gpu"), metricValue(m))
+			n.record(name, promtext.Label(m, "pool_id"), promtext.Label(m, "gpu"), promtext.Value(m))
 		}
 	}
 	return n, nil
@@ -148,25 +143,4 @@ func (s *Scraper) Get(nodeID, poolID, deviceMask string) scheduler.Utilization {
 		return scheduler.Utilization{}
 	}
 	return n.utilization(poolID, exporter.DeviceIndices(deviceMask))
-}
-
-func label(m *dto.Metric, name string) string {
-	for _, l := range m.GetLabel() {
-		if l.GetName() == name {
-			return l.GetValue()
-		}
-	}
-	return ""
-}
-
-func metricValue(m *dto.Metric) float64 {
-	switch {
-	case m.GetGauge() != nil:
-		return m.GetGauge().GetValue()
-	case m.GetCounter() != nil:
-		return m.GetCounter().GetValue()
-	case m.GetUntyped() != nil:
-		return m.GetUntyped().GetValue()
-	}
-	return math.NaN()
 }
