@@ -53,17 +53,36 @@ func (c *Client) Nodes(ctx context.Context, all bool) (NodeList, error) {
 }
 
 func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
+	resp, err := c.send(ctx, method, path, body)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if out == nil {
+		_, _ = io.Copy(io.Discard, resp.Body) // let the connection be reused
+		return nil
+	}
+	if err := Decode(resp.Body, 64<<20, out); err != nil {
+		return fmt.Errorf("%s %s: decode response: %w", method, path, err)
+	}
+	return nil
+}
+
+// send makes one call with the token, and turns a non-2xx answer into an
+// error carrying the envelope's code and message (wrapping ErrNotFound for
+// 404). On success the caller owns the response body.
+func (c *Client) send(ctx context.Context, method, path string, body any) (*http.Response, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
-			return fmt.Errorf("encode %s %s: %w", method, path, err)
+			return nil, fmt.Errorf("encode %s %s: %w", method, path, err)
 		}
 		rd = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(c.BaseURL, "/")+path, rd)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -77,28 +96,21 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	if resp.StatusCode < 300 {
+		return resp, nil
 	}
 	defer resp.Body.Close()
-	if resp.StatusCode >= 300 {
-		var e Error
-		msg := resp.Status
-		if data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10)); json.Unmarshal(data, &e) == nil && e.Message != "" {
-			msg = fmt.Sprintf("%s: %s: %s", resp.Status, e.Code, e.Message)
-		}
-		if resp.StatusCode == http.StatusNotFound {
-			return fmt.Errorf("%s %s: %w (%s)", method, path, ErrNotFound, msg)
-		}
-		return fmt.Errorf("%s %s: %s", method, path, msg)
+	var e Error
+	msg := resp.Status
+	if data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10)); json.Unmarshal(data, &e) == nil && e.Message != "" {
+		msg = fmt.Sprintf("%s: %s: %s", resp.Status, e.Code, e.Message)
 	}
-	if out == nil {
-		_, _ = io.Copy(io.Discard, resp.Body) // let the connection be reused
-		return nil
+	if resp.StatusCode == http.StatusNotFound {
+		return nil, fmt.Errorf("%s %s: %w (%s)", method, path, ErrNotFound, msg)
 	}
-	if err := Decode(resp.Body, 64<<20, out); err != nil {
-		return fmt.Errorf("%s %s: decode response: %w", method, path, err)
-	}
-	return nil
+	return nil, fmt.Errorf("%s %s: %s", method, path, msg)
 }
 
 // SubmitTask posts a v2 task.
@@ -117,24 +129,9 @@ func (c *Client) Explain(ctx context.Context, model string) (Explanation, error)
 
 // TaskEvents opens a task's event stream; the caller reads and closes it.
 func (c *Client) TaskEvents(ctx context.Context, taskID string) (io.ReadCloser, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(c.BaseURL, "/")+"/v2/tasks/"+url.PathEscape(taskID)+"/events", nil)
+	resp, err := c.send(ctx, http.MethodGet, "/v2/tasks/"+url.PathEscape(taskID)+"/events", nil)
 	if err != nil {
 		return nil, err
-	}
-	if c.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.Token)
-	}
-	hc := c.HTTP
-	if hc == nil {
-		hc = http.DefaultClient
-	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("task events: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		resp.Body.Close()
-		return nil, fmt.Errorf("task events: %s", resp.Status)
 	}
 	return resp.Body, nil
 }
