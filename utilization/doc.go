@@ -10,8 +10,11 @@ package utilization
 import (
 	"math"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/llorch/llorch/exporter"
 	"github.com/llorch/llorch/scheduler"
 )
 
@@ -26,6 +29,29 @@ type Source interface {
 	// Get returns the pool's utilisation; the zero At means none known.
 	// deviceMask selects the node's GPUs the pool runs on.
 	Get(nodeID, poolID, deviceMask string) scheduler.Utilization
+}
+
+// readings holds a source's latest reading per node, for both sources:
+// replaced or updated under mu, with a version placement's cache compares.
+// Version changes after every round of scrapes or successful refresh.
+type readings struct {
+	mu      sync.RWMutex
+	nodes   map[string]nodeReading
+	version atomic.Uint64
+}
+
+// Version implements Versioned.
+func (r *readings) Version() uint64 { return r.version.Load() }
+
+// Get implements Source.
+func (r *readings) Get(nodeID, poolID, deviceMask string) scheduler.Utilization {
+	r.mu.RLock()
+	n, ok := r.nodes[nodeID]
+	r.mu.RUnlock()
+	if !ok {
+		return scheduler.Utilization{}
+	}
+	return n.utilization(poolID, exporter.DeviceIndices(deviceMask))
 }
 
 // nodeReading is one node's metrics at one moment.

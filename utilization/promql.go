@@ -5,16 +5,11 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	promapi "github.com/prometheus/client_golang/api"
 	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
 	"github.com/prometheus/common/model"
-
-	"github.com/llorch/llorch/exporter"
-	"github.com/llorch/llorch/scheduler"
 )
 
 // PromQL reads the fleet's utilisation from a Prometheus server that
@@ -25,19 +20,14 @@ type PromQL struct {
 	api      v1.API
 	interval time.Duration
 
-	mu      sync.RWMutex
-	nodes   map[string]nodeReading
-	err     error
-	version atomic.Uint64
+	readings // its mu also guards err
+	err      error
 }
 
 var (
 	_ Source    = (*PromQL)(nil)
 	_ Versioned = (*PromQL)(nil)
 )
-
-// Version changes after every successful refresh.
-func (p *PromQL) Version() uint64 { return p.version.Load() }
 
 // queries are the instant queries one refresh runs: the series themselves.
 var queries = []string{seriesDeferred, seriesProcessing, seriesVRAMFree, seriesTokens, seriesTokenSeconds, seriesGPUUtil, seriesGPUFree}
@@ -57,7 +47,7 @@ func NewPromQL(url string, interval time.Duration) (*PromQL, error) {
 	if err != nil {
 		return nil, fmt.Errorf("prometheus client for %s: %w", url, err)
 	}
-	return &PromQL{api: v1.NewAPI(c), interval: interval, nodes: map[string]nodeReading{}}, nil
+	return &PromQL{api: v1.NewAPI(c), interval: interval, readings: readings{nodes: map[string]nodeReading{}}}, nil
 }
 
 // Run refreshes until ctx is done, logging when refreshes start or stop
@@ -144,17 +134,6 @@ func (p *PromQL) refresh(ctx context.Context) error {
 	p.mu.Unlock()
 	p.version.Add(1)
 	return nil
-}
-
-// Get implements Source.
-func (p *PromQL) Get(nodeID, poolID, deviceMask string) scheduler.Utilization {
-	p.mu.RLock()
-	n, ok := p.nodes[nodeID]
-	p.mu.RUnlock()
-	if !ok {
-		return scheduler.Utilization{}
-	}
-	return n.utilization(poolID, exporter.DeviceIndices(deviceMask))
 }
 
 // applyAges dates each node's reading by its oldest sample (ageQuery).

@@ -7,12 +7,9 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/llorch/llorch/exporter"
 	"github.com/llorch/llorch/promtext"
-	"github.com/llorch/llorch/scheduler"
 )
 
 // Target is one node agent to scrape.
@@ -28,9 +25,7 @@ type Scraper struct {
 	client   *http.Client
 	now      func() time.Time
 
-	mu      sync.RWMutex
-	nodes   map[string]nodeReading
-	version atomic.Uint64
+	readings
 }
 
 var (
@@ -38,15 +33,12 @@ var (
 	_ Versioned = (*Scraper)(nil)
 )
 
-// Version changes after every round of scrapes.
-func (s *Scraper) Version() uint64 { return s.version.Load() }
-
 // NewScraper scrapes targets() every interval.
 func NewScraper(targets func() []Target, interval time.Duration) *Scraper {
 	return &Scraper{
 		targets: targets, interval: interval, now: time.Now,
-		client: &http.Client{Timeout: interval},
-		nodes:  map[string]nodeReading{},
+		client:   &http.Client{Timeout: interval},
+		readings: readings{nodes: map[string]nodeReading{}},
 	}
 }
 
@@ -132,15 +124,4 @@ func parseAgentMetrics(r io.Reader, at time.Time) (nodeReading, error) {
 		}
 	}
 	return n, nil
-}
-
-// Get implements Source.
-func (s *Scraper) Get(nodeID, poolID, deviceMask string) scheduler.Utilization {
-	s.mu.RLock()
-	n, ok := s.nodes[nodeID]
-	s.mu.RUnlock()
-	if !ok {
-		return scheduler.Utilization{}
-	}
-	return n.utilization(poolID, exporter.DeviceIndices(deviceMask))
 }
