@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -402,6 +403,68 @@ func TestPoolChangeTriggersHeartbeat(t *testing.T) {
 	}
 	if hb.GPUs == nil {
 		t.Error("heartbeat gpus is null, want a list")
+	}
+}
+
+// TestHeartbeatCarriesEngineLoad: a heartbeat reports each pool's engine
+// poll — free slots, deferred requests and when they were observed, in the
+// same clock as the heartbeat's timestamp — and nothing of the kind for a
+// pool whose engine was not polled, on the wire too.
+func TestHeartbeatCarriesEngineLoad(t *testing.T) {
+	cp := newFake()
+	h := newHarness(t, cp, 20*time.Millisecond)
+	h.pools.Upsert("/rt/pool-0_r0.json", handoff.Handoff{
+		PoolID: "pool-0", Engine: "llamacpp", EngineVersion: "b4747", URL: "http://127.0.0.1:8081",
+		SlotsTotal: 4, SlotsFree: 4, Model: handoff.Model{ID: "m"},
+	})
+	h.pools.Upsert("/rt/pool-1_r0.json", handoff.Handoff{
+		PoolID: "pool-1", Engine: "llamacpp", EngineVersion: "b4747", URL: "http://127.0.0.1:8082",
+		SlotsTotal: 2, SlotsFree: 2, Model: handoff.Model{ID: "m"},
+	})
+	polled := time.Now()
+	h.pools.SetLoad("pool-0", pool.Load{Busy: 3, Deferred: 2, At: polled})
+	h.start(t)
+	calls := cp.waitCalls(t, "a heartbeat", func(c []call) bool { return count(c, "heartbeat") >= 1 })
+	var hb api.HeartbeatRequest
+	for _, c := range calls {
+		if c.kind == "heartbeat" {
+			hb = c.hb
+			break
+		}
+	}
+	if len(hb.Pools) != 2 {
+		t.Fatalf("heartbeat pools = %+v", hb.Pools)
+	}
+	if p := hb.Pools[0]; p.SlotsFree != 1 || p.RequestsDeferred != 2 || !p.SlotsObservedAt.Equal(polled) {
+		t.Errorf("pool-0 = %+v, want 1 free, 2 deferred, observed at %v", p, polled)
+	}
+	if hb.Timestamp.Before(hb.Pools[0].SlotsObservedAt) {
+		t.Errorf("heartbeat timestamp %v before the poll it reports %v", hb.Timestamp, hb.Pools[0].SlotsObservedAt)
+	}
+	if p := hb.Pools[1]; p.SlotsFree != 2 || p.RequestsDeferred != 0 || !p.SlotsObservedAt.IsZero() {
+		t.Errorf("pool-1 = %+v, want the handoff's 2 free, undated", p)
+	}
+
+	body, err := json.Marshal(hb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wire struct {
+		Pools []map[string]any `json:"pools"`
+	}
+	if err := json.Unmarshal(body, &wire); err != nil {
+		t.Fatal(err)
+	}
+	if got := wire.Pools[0]["requests_deferred"]; got != 2.0 {
+		t.Errorf("pool-0 requests_deferred on the wire = %v", got)
+	}
+	if got, _ := wire.Pools[0]["slots_observed_at"].(string); got != polled.Format(time.RFC3339Nano) {
+		t.Errorf("pool-0 slots_observed_at on the wire = %q, want %q", got, polled.Format(time.RFC3339Nano))
+	}
+	for _, k := range []string{"requests_deferred", "slots_observed_at"} {
+		if v, ok := wire.Pools[1][k]; ok {
+			t.Errorf("pool-1 sends %s %v for an engine not polled", k, v)
+		}
 	}
 }
 

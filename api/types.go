@@ -62,6 +62,15 @@ type PoolState struct {
 	// DeviceMask names the pool's GPUs (e.g. "0,1"); empty means all of
 	// the node's GPUs.
 	DeviceMask string `json:"device_mask,omitempty"`
+	// RequestsDeferred is the requests the engines hold waiting for a
+	// slot, as last polled.
+	RequestsDeferred int `json:"requests_deferred,omitempty"`
+	// SlotsObservedAt is when the engines were polled for slots_free and
+	// requests_deferred (zero: not polled, the handoff files' counts).
+	// The agent sends it in its own clock; the control plane, which knows
+	// the heartbeat's timestamp in that clock, stores it in its own, so
+	// clock skew between them does not date the report wrongly.
+	SlotsObservedAt time.Time `json:"slots_observed_at,omitzero"`
 }
 
 // GPUState is live per-GPU state carried by a heartbeat.
@@ -194,6 +203,28 @@ type ExplainedCandidate struct {
 	// MetricsAgeMS is the age of the scraped utilisation used; -1 if none
 	// was fresh and registry state stood in.
 	MetricsAgeMS int64 `json:"metrics_age_ms"`
+	// Foreign is load the engines reported beyond this control plane's
+	// own tasks; Waiting the tasks held here for the pool ahead of this
+	// one; HasRoom whether a task sent now would be sent at once.
+	Foreign  int             `json:"foreign"`
+	Waiting  int             `json:"waiting"`
+	HasRoom  bool            `json:"has_room"`
+	Expected ExpectedLatency `json:"expected"`
+}
+
+// ExpectedLatency is a pool's predicted latency for the task, and the
+// speed it was predicted from.
+type ExpectedLatency struct {
+	WaitMS    float64 `json:"wait_ms"`
+	TTFTMS    float64 `json:"ttft_ms"`
+	LatencyMS float64 `json:"latency_ms"`
+	// SpeedSource is learned (from this control plane's tasks), engine
+	// (the engine's own counters) or prior (the fleet's typical pool).
+	SpeedSource string `json:"speed_source"`
+	// DecodeTPS, PrefillTPS and Samples are the learned speed (0: none).
+	DecodeTPS  float64 `json:"decode_tokens_per_second"`
+	PrefillTPS float64 `json:"prefill_tokens_per_second"`
+	Samples    int     `json:"samples"`
 }
 
 // ExplainedRejection is one pool a filter dropped.

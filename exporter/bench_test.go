@@ -40,7 +40,7 @@ func (v vramPools) Snapshot() []api.PoolState {
 // promhttp from a registry holding the exporter wrapped with node_id. The
 // target is well under 1 ms per scrape.
 func BenchmarkScrape(b *testing.B) {
-	engine, _ := simEngine(b, 4)
+	engine := simEngine(b, 4)
 	table := pool.NewTable(nil)
 	for i := range 8 {
 		id := fmt.Sprintf("pool-%d", i)

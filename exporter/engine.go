@@ -2,6 +2,7 @@ package exporter
 
 import (
 	"context"
+	"math"
 	"net/http"
 	"sync"
 	"time"
@@ -10,20 +11,49 @@ import (
 
 	"github.com/llorch/llorch/api"
 	"github.com/llorch/llorch/engine"
+	"github.com/llorch/llorch/pool"
 )
 
-// EngineStats is one poll of a pool's engine.
+// Where EngineStats.BusySource took the busy slots from.
+const (
+	BusyFromSlots   = "slots"   // GET /slots: the slots with is_processing
+	BusyFromMetrics = "metrics" // llamacpp:requests_processing, when /slots is off
+)
+
+// EngineStats is one poll of a pool's engine. /metrics and /slots are asked
+// independently: operators run llama-server with --no-slots (its /slots
+// shows prompts), and what one endpoint answers is kept when the other
+// fails.
 type EngineStats struct {
-	URL                  string
-	Up                   bool
-	At                   time.Time
-	SlotsTotal           int
-	SlotsBusy            int
+	URL string
+	// At is when the poll began.
+	At time.Time
+	// MetricsUp and SlotsUp say which endpoints answered; Up is either.
+	Up, MetricsUp, SlotsUp bool
+	// BusySource is where SlotsBusy comes from (BusyFromSlots or
+	// BusyFromMetrics); empty when neither endpoint answered and the busy
+	// slots are unknown.
+	BusySource string
+	SlotsBusy  int
+	// SlotsTotal is the slots /slots listed; 0 when it did not answer.
+	SlotsTotal int
+	// The engine's llamacpp:* series, valid when MetricsUp.
 	RequestsProcessing   float64
 	RequestsDeferred     float64
 	TokensPredictedTotal float64
 	PredictedSeconds     float64
 	PromptTokensTotal    float64
+	PromptSecondsTotal   float64
+}
+
+// Load is what the poll tells the pool table: the busy slots, the deferred
+// requests and when, or an unknown load when neither endpoint answered.
+// Deferred is 0 when /metrics did not answer.
+func (st EngineStats) Load() pool.Load {
+	if st.BusySource == "" {
+		return pool.Load{}
+	}
+	return pool.Load{Busy: st.SlotsBusy, Deferred: int(math.Round(st.RequestsDeferred)), At: st.At}
 }
 
 // PoolLister lists the pools whose engines to scrape (the pool table).
@@ -31,11 +61,14 @@ type PoolLister interface {
 	Snapshot() []api.PoolState
 }
 
-// LoadSink receives each engine's busy slots (the pool table, so heartbeats
-// report live free slots).
+// LoadSink receives each poll of a pool's engine (the pool table, so
+// heartbeats report live, dated free slots and deferred requests). A load
+// that is not Known says the poll failed.
 type LoadSink interface {
-	SetBusySlots(poolID string, busy int, known bool)
+	SetLoad(poolID string, load pool.Load)
 }
+
+var _ LoadSink = (*pool.Table)(nil)
 
 // EngineScraper polls every ready pool's engine /metrics and /slots off the
 // scrape path.
@@ -81,11 +114,7 @@ func (s *EngineScraper) Poll(ctx context.Context) {
 		if !p.Ready || p.URL == "" {
 			continue
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			results[i] = s.scrape(ctx, p)
-		}()
+		wg.Go(func() { results[i] = s.scrape(ctx, p) })
 	}
 	wg.Wait()
 	s.mu.Lock()
@@ -101,34 +130,44 @@ func (s *EngineScraper) Poll(ctx context.Context) {
 		return
 	}
 	for i, p := range pools {
-		st := results[i]
-		s.sink.SetBusySlots(p.PoolID, st.SlotsBusy, st.Up)
+		s.sink.SetLoad(p.PoolID, results[i].Load())
 	}
 }
 
+// scrape asks the engine's /metrics and /slots at once, each on its own:
+// a hung or disabled endpoint costs only its own series.
 func (s *EngineScraper) scrape(ctx context.Context, p api.PoolState) EngineStats {
 	st := EngineStats{URL: p.URL, At: time.Now()}
 	c := engine.New(p.URL, s.client)
 	ctx, cancel := context.WithTimeout(ctx, s.interval)
 	defer cancel()
-	m, err := c.Metrics(ctx)
-	if err != nil {
-		return st
+	var (
+		m                    engine.Metrics
+		slots                []engine.Slot
+		metricsErr, slotsErr error
+		wg                   sync.WaitGroup
+	)
+	wg.Go(func() { m, metricsErr = c.Metrics(ctx) })
+	wg.Go(func() { slots, slotsErr = c.Slots(ctx) })
+	wg.Wait()
+	if metricsErr == nil {
+		st.MetricsUp = true
+		st.RequestsProcessing, st.RequestsDeferred = m.RequestsProcessing, m.RequestsDeferred
+		st.TokensPredictedTotal, st.PredictedSeconds = m.TokensPredictedTotal, m.PredictedSeconds
+		st.PromptTokensTotal, st.PromptSecondsTotal = m.PromptTokensTotal, m.PromptSecondsTotal
+		st.BusySource, st.SlotsBusy = BusyFromMetrics, max(0, int(math.Round(m.RequestsProcessing)))
 	}
-	slots, err := c.Slots(ctx)
-	if err != nil {
-		return st
-	}
-	st.Up = true
-	st.RequestsProcessing, st.RequestsDeferred = m.RequestsProcessing, m.RequestsDeferred
-	st.TokensPredictedTotal, st.PromptTokensTotal = m.TokensPredictedTotal, m.PromptTokensTotal
-	st.PredictedSeconds = m.PredictedSeconds
-	st.SlotsTotal = len(slots)
-	for _, sl := range slots {
-		if sl.IsProcessing {
-			st.SlotsBusy++
+	if slotsErr == nil {
+		st.SlotsUp = true
+		st.SlotsTotal = len(slots)
+		st.BusySource, st.SlotsBusy = BusyFromSlots, 0
+		for _, sl := range slots {
+			if sl.IsProcessing {
+				st.SlotsBusy++
+			}
 		}
 	}
+	st.Up = st.MetricsUp || st.SlotsUp
 	return st
 }
 
@@ -147,7 +186,7 @@ func (s *EngineScraper) Stats() map[string]EngineStats {
 type EngineCollector struct {
 	scraper *EngineScraper
 
-	up, processing, deferred, busy, predicted, predictedSeconds, prompt *prometheus.Desc
+	up, endpointUp, processing, deferred, busy, predicted, predictedSeconds, prompt, promptSeconds *prometheus.Desc
 }
 
 var _ Collector = (*EngineCollector)(nil)
@@ -158,39 +197,48 @@ func NewEngineCollector(s *EngineScraper) *EngineCollector {
 		return prometheus.NewDesc("llorch_pool_"+name, help, []string{"pool_id"}, nil)
 	}
 	return &EngineCollector{
-		scraper:    s,
-		up:         d("engine_scrape_up", "1 if the pool's engine answered /metrics and /slots at the last poll."),
+		scraper: s,
+		up:      d("engine_scrape_up", "1 if the pool's engine answered /metrics or /slots at the last poll."),
+		endpointUp: prometheus.NewDesc("llorch_pool_engine_endpoint_up",
+			"1 if the pool's engine answered this endpoint at the last poll (/slots answers 501 under --no-slots).",
+			[]string{"pool_id", "endpoint"}, nil),
 		processing: d("requests_processing", "Requests the engine is processing (llamacpp:requests_processing)."),
 		deferred:   d("requests_deferred", "Requests waiting for a free slot (llamacpp:requests_deferred)."),
-		busy:       d("slots_busy", "Engine slots processing a request (from /slots)."),
-		predicted:  d("tokens_predicted_total", "Tokens generated by the engine since it started (llamacpp:tokens_predicted_total)."),
+		busy: d("slots_busy",
+			"Engine slots processing a request: from /slots, else llamacpp:requests_processing when /slots does not answer."),
+		predicted: d("tokens_predicted_total", "Tokens generated by the engine since it started (llamacpp:tokens_predicted_total)."),
 		predictedSeconds: d("tokens_predicted_seconds_total",
 			"Slot-seconds spent generating since the engine started (llamacpp:tokens_predicted_seconds_total); tokens / seconds is one slot's speed."),
 		prompt: d("prompt_tokens_total", "Prompt tokens processed by the engine since it started (llamacpp:prompt_tokens_total)."),
+		promptSeconds: d("prompt_seconds_total",
+			"Seconds spent processing prompts since the engine started (llamacpp:prompt_seconds_total); prompt tokens / seconds is the prompt speed."),
 	}
 }
 
-// Update implements Collector.
+// Update implements Collector. A pool whose engine was polled exports its
+// scrape_up and both endpoint_up series; the /metrics series when /metrics
+// answered; slots_busy when either endpoint did.
 func (c *EngineCollector) Update(ch chan<- prometheus.Metric) error {
 	stats := c.scraper.Stats()
 	if len(stats) == 0 {
 		return ErrNoData
 	}
-	for pool, st := range stats {
-		up := 0.0
-		if st.Up {
-			up = 1
+	for id, st := range stats {
+		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, b2f(st.Up), id)
+		ch <- prometheus.MustNewConstMetric(c.endpointUp, prometheus.GaugeValue, b2f(st.MetricsUp), id, "metrics")
+		ch <- prometheus.MustNewConstMetric(c.endpointUp, prometheus.GaugeValue, b2f(st.SlotsUp), id, "slots")
+		if st.BusySource != "" {
+			ch <- prometheus.MustNewConstMetric(c.busy, prometheus.GaugeValue, float64(st.SlotsBusy), id)
 		}
-		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, up, pool)
-		if !st.Up {
+		if !st.MetricsUp {
 			continue
 		}
-		ch <- prometheus.MustNewConstMetric(c.processing, prometheus.GaugeValue, st.RequestsProcessing, pool)
-		ch <- prometheus.MustNewConstMetric(c.deferred, prometheus.GaugeValue, st.RequestsDeferred, pool)
-		ch <- prometheus.MustNewConstMetric(c.busy, prometheus.GaugeValue, float64(st.SlotsBusy), pool)
-		ch <- prometheus.MustNewConstMetric(c.predicted, prometheus.CounterValue, st.TokensPredictedTotal, pool)
-		ch <- prometheus.MustNewConstMetric(c.predictedSeconds, prometheus.CounterValue, st.PredictedSeconds, pool)
-		ch <- prometheus.MustNewConstMetric(c.prompt, prometheus.CounterValue, st.PromptTokensTotal, pool)
+		ch <- prometheus.MustNewConstMetric(c.processing, prometheus.GaugeValue, st.RequestsProcessing, id)
+		ch <- prometheus.MustNewConstMetric(c.deferred, prometheus.GaugeValue, st.RequestsDeferred, id)
+		ch <- prometheus.MustNewConstMetric(c.predicted, prometheus.CounterValue, st.TokensPredictedTotal, id)
+		ch <- prometheus.MustNewConstMetric(c.predictedSeconds, prometheus.CounterValue, st.PredictedSeconds, id)
+		ch <- prometheus.MustNewConstMetric(c.prompt, prometheus.CounterValue, st.PromptTokensTotal, id)
+		ch <- prometheus.MustNewConstMetric(c.promptSeconds, prometheus.CounterValue, st.PromptSecondsTotal, id)
 	}
 	return nil
 }

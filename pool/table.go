@@ -3,6 +3,7 @@ package pool
 import (
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/llorch/llorch/api"
 	"github.com/llorch/llorch/handoff"
@@ -19,11 +20,29 @@ type entry struct {
 	replicas  map[string]handoff.Handoff // by handoff file path
 	draining  bool
 	lastError string
-	// busy is the engines' processing slots as last scraped; busyKnown is
-	// false when no scrape succeeded, and the handoff files' counts stand.
-	busy      int
-	busyKnown bool
+	// load is the last poll of the pool's engines; while it is not Known
+	// the handoff files' counts stand. replicasChanged is when a handoff
+	// file last added, replaced or removed a replica: a poll that began
+	// before it counted other engines.
+	load            Load
+	replicasChanged time.Time
 }
+
+// Load is what one poll of a pool's engines observed.
+type Load struct {
+	// Busy is the slots processing a request.
+	Busy int
+	// Deferred is the requests waiting for a free slot; 0 when the poll
+	// could not tell (the engine's /metrics did not answer).
+	Deferred int
+	// At is when the engines were polled, in the agent's clock. The zero
+	// time says the busy slots are unknown: the poll failed, or nothing
+	// polled the pool yet.
+	At time.Time
+}
+
+// Known reports whether l holds an observation.
+func (l Load) Known() bool { return !l.At.IsZero() }
 
 var _ handoff.Sink = (*Table)(nil)
 
@@ -61,15 +80,19 @@ func (t *Table) entryLocked(poolID string) *entry {
 }
 
 // Upsert implements handoff.Sink. A file that changes pool_id moves its
-// replica to the new pool.
+// replica to the new pool. The last poll of a pool whose replicas change
+// no longer describes its engines: the handoff files' counts stand until
+// the next one.
 func (t *Table) Upsert(path string, h handoff.Handoff) {
 	t.mu.Lock()
 	for id, e := range t.pools {
 		if id != h.PoolID {
-			delete(e.replicas, path)
+			e.removeLocked(path)
 		}
 	}
-	t.entryLocked(h.PoolID).replicas[path] = h
+	e := t.entryLocked(h.PoolID)
+	e.replicas[path] = h
+	e.forgetLoadLocked()
 	t.mu.Unlock()
 	t.changed()
 }
@@ -78,10 +101,24 @@ func (t *Table) Upsert(path string, h handoff.Handoff) {
 func (t *Table) Remove(path string) {
 	t.mu.Lock()
 	for _, e := range t.pools {
-		delete(e.replicas, path)
+		e.removeLocked(path)
 	}
 	t.mu.Unlock()
 	t.changed()
+}
+
+// removeLocked drops the replica of a handoff file, and with it the last
+// poll, which counted that replica's engine.
+func (e *entry) removeLocked(path string) {
+	if _, ok := e.replicas[path]; ok {
+		delete(e.replicas, path)
+		e.forgetLoadLocked()
+	}
+}
+
+func (e *entry) forgetLoadLocked() {
+	e.load = Load{}
+	e.replicasChanged = time.Now()
 }
 
 // Drain marks a pool draining: it takes no new work. It reports whether the
@@ -117,15 +154,22 @@ func (t *Table) SetLastError(poolID, msg string) {
 	t.mu.Unlock()
 }
 
-// SetBusySlots records how many of a pool's engine slots are processing, as
-// scraped from the engine; known=false (scrape failed) falls back to the
-// handoff files' counts. Unknown pools are ignored.
-func (t *Table) SetBusySlots(poolID string, busy int, known bool) {
+// SetLoad records a poll of a pool's engines: its busy slots and deferred
+// requests, and when they were observed. A load that is not Known (the poll
+// failed) falls back to the handoff files' counts. A poll that began before
+// the pool's replicas last changed is ignored: it counted other engines.
+// Unknown pools are ignored.
+func (t *Table) SetLoad(poolID string, l Load) {
+	if !l.Known() {
+		l = Load{}
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if e, ok := t.pools[poolID]; ok {
-		e.busy, e.busyKnown = busy, known
+	e, ok := t.pools[poolID]
+	if !ok || (l.Known() && l.At.Before(e.replicasChanged)) {
+		return
 	}
+	e.load = l
 }
 
 // IDs returns the pool ids, sorted.
@@ -199,8 +243,10 @@ func (e *entry) state(id string) api.PoolState {
 		}
 	}
 	s.Ready = len(paths) > 0
-	if e.busyKnown && s.Ready {
-		s.SlotsFree = max(0, s.SlotsTotal-e.busy)
+	if e.load.Known() && s.Ready {
+		s.SlotsFree = max(0, s.SlotsTotal-e.load.Busy)
+		s.RequestsDeferred = max(0, e.load.Deferred)
+		s.SlotsObservedAt = e.load.At
 	}
 	return s
 }

@@ -30,6 +30,13 @@ func notReady(id string, draining bool) api.PoolState {
 }
 
 func TestTableSnapshot(t *testing.T) {
+	// polled dates the engine polls: after the handoff files below were
+	// read, as a poll of their engines is.
+	polled := time.Now().Add(time.Minute)
+	ready := func(free, deferred int, at time.Time) api.PoolState {
+		return api.PoolState{PoolID: "pool-0", Ready: true, SlotsTotal: 4, SlotsFree: free, Engine: "llamacpp", EngineVersion: "b4747",
+			URL: "http://127.0.0.1:8081", Models: []string{"m"}, RequestsDeferred: deferred, SlotsObservedAt: at}
+	}
 	tests := []struct {
 		name     string
 		declared []string
@@ -174,6 +181,75 @@ func TestTableSnapshot(t *testing.T) {
 				{PoolID: "pool-0", Ready: true, Draining: true, SlotsTotal: 4, SlotsFree: 4, Engine: "llamacpp", EngineVersion: "b4747", URL: "http://127.0.0.1:8081", Models: []string{"m"}},
 			},
 		},
+		{
+			name:     "an engine poll gives free slots, deferred requests and when it observed them",
+			declared: []string{"pool-0"},
+			do: func(t *pool.Table) {
+				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:8081", 4, 4, "m"))
+				t.SetLoad("pool-0", pool.Load{Busy: 3, Deferred: 2, At: polled})
+			},
+			want: []api.PoolState{ready(1, 2, polled)},
+		},
+		{
+			name:     "more busy than slots is no free slot",
+			declared: []string{"pool-0"},
+			do: func(t *pool.Table) {
+				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:8081", 4, 4, "m"))
+				t.SetLoad("pool-0", pool.Load{Busy: 6, At: polled})
+			},
+			want: []api.PoolState{ready(0, 0, polled)},
+		},
+		{
+			name:     "a failed poll falls back to the handoff file's counts, undated",
+			declared: []string{"pool-0"},
+			do: func(t *pool.Table) {
+				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:8081", 4, 4, "m"))
+				t.SetLoad("pool-0", pool.Load{Busy: 3, Deferred: 2, At: polled})
+				t.SetLoad("pool-0", pool.Load{Busy: 1, Deferred: 5})
+			},
+			want: []api.PoolState{ready(4, 0, time.Time{})},
+		},
+		{
+			name:     "a later poll replaces the earlier",
+			declared: []string{"pool-0"},
+			do: func(t *pool.Table) {
+				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:8081", 4, 4, "m"))
+				t.SetLoad("pool-0", pool.Load{Busy: 3, Deferred: 2, At: polled})
+				t.SetLoad("pool-0", pool.Load{Busy: 1, At: polled.Add(time.Second)})
+			},
+			want: []api.PoolState{ready(3, 0, polled.Add(time.Second))},
+		},
+		{
+			name:     "a pool that is not ready reports no poll",
+			declared: []string{"pool-0"},
+			do:       func(t *pool.Table) { t.SetLoad("pool-0", pool.Load{Busy: 1, Deferred: 1, At: polled}) },
+			want:     []api.PoolState{notReady("pool-0", false)},
+		},
+		{
+			name:     "a replica change forgets the poll of the engines before it",
+			declared: []string{"pool-0"},
+			do: func(t *pool.Table) {
+				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:8081", 4, 4, "m"))
+				t.SetLoad("pool-0", pool.Load{Busy: 3, Deferred: 2, At: polled})
+				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:8081", 4, 4, "m"))
+			},
+			want: []api.PoolState{ready(4, 0, time.Time{})},
+		},
+		{
+			name:     "a poll that began before the replicas changed is ignored",
+			declared: []string{"pool-0"},
+			do: func(t *pool.Table) {
+				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:8081", 4, 4, "m"))
+				t.SetLoad("pool-0", pool.Load{Busy: 3, Deferred: 2, At: time.Now().Add(-time.Second)})
+			},
+			want: []api.PoolState{ready(4, 0, time.Time{})},
+		},
+		{
+			name:     "a poll of an unknown pool is ignored",
+			declared: []string{"pool-0"},
+			do:       func(t *pool.Table) { t.SetLoad("nope", pool.Load{Busy: 1, At: polled}) },
+			want:     []api.PoolState{notReady("pool-0", false)},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -239,6 +315,19 @@ func TestTableStatus(t *testing.T) {
 			},
 			pool:   "pool-0",
 			want:   api.PoolStatus{PoolID: "pool-0", Models: []string{}, LastError: "engine exited: signal: killed"},
+			wantOK: true,
+		},
+		{
+			name: "free slots follow an engine poll",
+			do: func(t *pool.Table) {
+				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:8081", 4, 4, "m"))
+				t.SetLoad("pool-0", pool.Load{Busy: 3, Deferred: 1, At: time.Now().Add(time.Minute)})
+			},
+			pool: "pool-0",
+			want: api.PoolStatus{
+				PoolID: "pool-0", Live: true, Ready: true, SlotsTotal: 4, SlotsFree: 1,
+				Engine: "llamacpp", EngineVersion: "b4747", URL: "http://127.0.0.1:8081", Models: []string{"m"},
+			},
 			wantOK: true,
 		},
 		{
@@ -311,6 +400,8 @@ func TestChanges(t *testing.T) {
 		{"drain unknown pool", func(t *pool.Table) { t.Drain("nope") }, false},
 		{"drain all", func(t *pool.Table) { t.DrainAll() }, true},
 		{"reads", func(t *pool.Table) { t.Snapshot(); t.IDs(); t.Status("pool-0") }, false},
+		// Engine polls are frequent: they ride the next heartbeat.
+		{"engine poll", func(t *pool.Table) { t.SetLoad("pool-0", pool.Load{Busy: 1, At: time.Now()}) }, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -8,4 +8,8 @@
 // after the lock is released. Expiry is a sweep (ExpireStale) run by
 // RunStaleChecker; tests call it directly with a fake Clock, so TTL logic is
 // checked without sleeping.
+//
+// Time: the registry dates everything by its Clock. A heartbeat's pool
+// snapshots say when the agent polled their engines in the agent's clock;
+// Heartbeat moves those times into the registry's before storing them.
 package registry

@@ -105,8 +105,11 @@ func (r *Registry) Register(req api.RegisterRequest) {
 
 // Heartbeat records a heartbeat and its pool and GPU snapshots. It brings an
 // offline node back online. The registry takes ownership of hb's slices.
+// Each pool's SlotsObservedAt is moved from the agent's clock into the
+// registry's (see datePolls).
 func (r *Registry) Heartbeat(nodeID string, hb api.HeartbeatRequest) error {
 	now := r.clock.Now()
+	datePolls(hb.Pools, hb.Timestamp, now)
 	to := api.StatusOnline
 	if hb.Draining || allDraining(hb.Pools) {
 		to = api.StatusDraining
@@ -131,6 +134,32 @@ func (r *Registry) Heartbeat(nodeID string, hb api.HeartbeatRequest) error {
 		r.log.Info("node status changed", "node_id", nodeID, "from", from, "to", to)
 	}
 	return nil
+}
+
+// MaxPollAge bounds the age the registry gives a pool's engine poll: a
+// heartbeat that says its poll is older is taken as this old.
+const MaxPollAge = time.Minute
+
+// datePolls translates each pool's SlotsObservedAt from the agent's clock
+// into the registry's. The agent dates its poll and its heartbeat
+// (sent) with the same clock, so their difference is the poll's age
+// whatever the skew between the clocks; the poll is then that age before
+// the heartbeat was received. The age is clamped to [0, MaxPollAge]: a poll
+// dated after its heartbeat is taken as fresh, a heartbeat without a
+// timestamp as carrying a fresh poll. An undated poll (the engines were not
+// polled) stays undated.
+func datePolls(pools []api.PoolState, sent, received time.Time) {
+	for i := range pools {
+		p := &pools[i]
+		if p.SlotsObservedAt.IsZero() {
+			continue
+		}
+		var age time.Duration
+		if !sent.IsZero() {
+			age = min(max(sent.Sub(p.SlotsObservedAt), 0), MaxPollAge)
+		}
+		p.SlotsObservedAt = received.Add(-age)
+	}
 }
 
 func (r *Registry) changed() {

@@ -302,3 +302,68 @@ func TestConcurrentHeartbeats(t *testing.T) {
 		t.Fatalf("online nodes = %d, want %d", got, nodes)
 	}
 }
+
+// TestHeartbeatDatesEnginePolls: a pool's slots_observed_at arrives in the
+// agent's clock and is stored in the registry's: received - (timestamp -
+// observed), the age clamped to [0, MaxPollAge], whatever the skew between
+// the clocks.
+func TestHeartbeatDatesEnginePolls(t *testing.T) {
+	const age = 2500 * time.Millisecond
+	tests := []struct {
+		name     string
+		skew     time.Duration // agent clock - registry clock
+		sent     time.Duration // heartbeat timestamp, after the poll (agent clock)
+		observed bool          // the pool's engines were polled
+		zeroSent bool          // the heartbeat carries no timestamp
+		wantAge  time.Duration // before the heartbeat was received
+	}{
+		{name: "in step", sent: age, observed: true, wantAge: age},
+		{name: "agent clock hours ahead", skew: 3 * time.Hour, sent: age, observed: true, wantAge: age},
+		{name: "agent clock hours behind", skew: -5 * time.Hour, sent: age, observed: true, wantAge: age},
+		{name: "agent clock a day behind, poll just before the heartbeat", skew: -24 * time.Hour, sent: time.Millisecond, observed: true, wantAge: time.Millisecond},
+		{name: "poll at the heartbeat", sent: 0, observed: true, wantAge: 0},
+		{name: "poll dated after its heartbeat is fresh", skew: time.Hour, sent: -5 * time.Second, observed: true, wantAge: 0},
+		{name: "age at the bound", sent: MaxPollAge, observed: true, wantAge: MaxPollAge},
+		{name: "huge age clamped", skew: -2 * time.Hour, sent: 90 * time.Minute, observed: true, wantAge: MaxPollAge},
+		{name: "no timestamp: a fresh poll", skew: time.Hour, sent: age, observed: true, zeroSent: true, wantAge: 0},
+		{name: "not polled stays undated", skew: time.Hour, sent: age},
+		{name: "not polled, no timestamp", zeroSent: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, clk := newTestRegistry(time.Minute)
+			r.Register(reg("n1"))
+			clk.Advance(42 * time.Second)
+			received := clk.Now()
+			// The agent's clock reads received+skew when it sends, a
+			// network hop's worth of nothing later.
+			hb := api.HeartbeatRequest{Timestamp: received.Add(tt.skew)}
+			p0 := api.PoolState{PoolID: "pool-0", Ready: true, SlotsTotal: 4, SlotsFree: 1, RequestsDeferred: 3}
+			if tt.observed {
+				p0.SlotsObservedAt = hb.Timestamp.Add(-tt.sent)
+			}
+			if tt.zeroSent {
+				hb.Timestamp = time.Time{}
+			}
+			hb.Pools = []api.PoolState{p0, {PoolID: "pool-1"}}
+			if err := r.Heartbeat("n1", hb); err != nil {
+				t.Fatal(err)
+			}
+			clk.Advance(time.Second) // reads later do not move the date
+			n, _ := r.Get("n1")
+			got := n.Pools[0]
+			switch {
+			case !tt.observed && !got.SlotsObservedAt.IsZero():
+				t.Errorf("observed at %v, want zero", got.SlotsObservedAt)
+			case tt.observed && !got.SlotsObservedAt.Equal(received.Add(-tt.wantAge)):
+				t.Errorf("observed %v before receipt, want %v", received.Sub(got.SlotsObservedAt), tt.wantAge)
+			}
+			if got.SlotsFree != 1 || got.RequestsDeferred != 3 || got.SlotsTotal != 4 {
+				t.Errorf("pool-0 counts changed: %+v", got)
+			}
+			if !n.Pools[1].SlotsObservedAt.IsZero() {
+				t.Errorf("pool-1, never polled, observed at %v", n.Pools[1].SlotsObservedAt)
+			}
+		})
+	}
+}

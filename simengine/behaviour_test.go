@@ -415,29 +415,62 @@ func TestCancelFreesSlot(t *testing.T) {
 	waitMetrics(t, c, "idle", func(m engine.Metrics) bool { return m.RequestsProcessing == 0 && m.RequestsDeferred == 0 })
 }
 
-func TestSlotsAndMetricsNeedFlags(t *testing.T) {
-	cfg := fast()
-	cfg.Slots, cfg.Metrics = false, false
-	hs := startSim(t, cfg)
-	for _, path := range []string{"/slots", "/metrics"} {
-		got := call(t, hs, http.MethodGet, path, "")
-		code, typ, _ := errorOf(t, got.body)
-		if got.status != 501 || code != 501 || typ != "not_supported_error" {
-			t.Errorf("%s without its flag: %d %s", path, got.status, got.body)
-		}
+// TestEndpointSwitches: as llama-server, /slots is served unless --no-slots
+// and /metrics only with --metrics; a route turned off answers 501
+// not_supported_error with llama-server's message, and /props says which
+// are on.
+func TestEndpointSwitches(t *testing.T) {
+	const (
+		noSlots   = "This server does not support slots endpoint. Start it with `--slots`"
+		noMetrics = "This server does not support metrics endpoint. Start it with `--metrics`"
+	)
+	tests := []struct {
+		name                   string
+		metrics, no            bool
+		wantSlots, wantMetrics bool
+	}{
+		{name: "defaults: /slots on, /metrics off", wantSlots: true},
+		{name: "--metrics", metrics: true, wantSlots: true, wantMetrics: true},
+		{name: "--no-slots", metrics: true, no: true, wantMetrics: true},
 	}
-	c := engine.New(hs.URL, hs.Client())
-	var se *engine.StatusError
-	if _, err := c.Metrics(context.Background()); !errors.As(err, &se) || se.StatusCode != 501 {
-		t.Errorf("Metrics: %v", err)
-	}
-	got := call(t, hs, http.MethodGet, "/props", "")
-	var p struct {
-		Slots   bool `json:"endpoint_slots"`
-		Metrics bool `json:"endpoint_metrics"`
-	}
-	if err := json.Unmarshal(got.body, &p); err != nil || p.Slots || p.Metrics {
-		t.Errorf("props say %+v", p)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := fast()
+			cfg.Metrics, cfg.NoSlots = tt.metrics, tt.no
+			hs := startSim(t, cfg)
+			for _, r := range []struct {
+				path, msg string
+				on        bool
+			}{{"/slots", noSlots, tt.wantSlots}, {"/metrics", noMetrics, tt.wantMetrics}} {
+				got := call(t, hs, http.MethodGet, r.path, "")
+				if r.on {
+					if got.status != http.StatusOK {
+						t.Errorf("%s: %d %s, want 200", r.path, got.status, got.body)
+					}
+					continue
+				}
+				code, typ, msg := errorOf(t, got.body)
+				if got.status != 501 || code != 501 || typ != "not_supported_error" || msg != r.msg {
+					t.Errorf("%s turned off: %d %s", r.path, got.status, got.body)
+				}
+			}
+			c := engine.New(hs.URL, hs.Client())
+			var se *engine.StatusError
+			if _, err := c.Slots(context.Background()); tt.wantSlots != (err == nil) || (!tt.wantSlots && (!errors.As(err, &se) || se.StatusCode != 501)) {
+				t.Errorf("Slots: %v", err)
+			}
+			if _, err := c.Metrics(context.Background()); tt.wantMetrics != (err == nil) || (!tt.wantMetrics && (!errors.As(err, &se) || se.StatusCode != 501)) {
+				t.Errorf("Metrics: %v", err)
+			}
+			got := call(t, hs, http.MethodGet, "/props", "")
+			var p struct {
+				Slots   bool `json:"endpoint_slots"`
+				Metrics bool `json:"endpoint_metrics"`
+			}
+			if err := json.Unmarshal(got.body, &p); err != nil || p.Slots != tt.wantSlots || p.Metrics != tt.wantMetrics {
+				t.Errorf("props say %+v (%v)", p, err)
+			}
+		})
 	}
 }
 

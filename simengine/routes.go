@@ -385,9 +385,10 @@ func (s *Server) tokenizeRoute(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, b)
 }
 
-// getSlots serves GET /slots (with --slots).
+// getSlots serves GET /slots (unless --no-slots).
 func (s *Server) getSlots(w http.ResponseWriter, _ *http.Request) {
-	if !s.cfg.Slots {
+	if s.cfg.NoSlots {
+		// llama-server's message, which names the flag that turns it on.
 		writeError(w, http.StatusNotImplemented, "not_supported_error", "This server does not support slots endpoint. Start it with `--slots`", nil)
 		return
 	}
@@ -548,7 +549,7 @@ func (s *Server) props(w http.ResponseWriter, _ *http.Request) {
 	}{
 		DefaultGenerationSettings: genSettings{json.RawMessage(propsParams), s.slotCtx},
 		TotalSlots:                s.cfg.Parallel, ModelAlias: s.model, ModelFtype: "simulated",
-		ModelPath: s.cfg.Model, MediaMarker: "<__media__>", EndpointSlots: s.cfg.Slots,
+		ModelPath: s.cfg.Model, MediaMarker: "<__media__>", EndpointSlots: !s.cfg.NoSlots,
 		EndpointMetrics: s.cfg.Metrics, UI: false, ChatTemplate: chatTemplate,
 		ChatTemplateCaps: caps{SupportsStringContent: true, SupportsSystemRole: true},
 		BOSToken:         "<s>", EOSToken: "</s>", BuildInfo: s.cfg.BuildInfo,

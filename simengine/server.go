@@ -23,7 +23,9 @@ type Config struct {
 	Parallel int // -np: slots
 	CtxSize  int // -c: total context, split across slots
 	Metrics  bool
-	Slots    bool
+	// NoSlots turns GET /slots off (--no-slots): like llama-server, the
+	// simulator serves it unless told not to, and answers 501 then.
+	NoSlots bool
 	// TokensPerSecond is the generation rate of one slot.
 	TokensPerSecond float64
 	// PromptTokensPerSecond is the prompt processing rate.

@@ -16,10 +16,11 @@ import (
 )
 
 // fast is a simulator configuration that answers quickly, shaped like the
-// recorded llama-server (-np 4 -c 1024 --metrics --slots).
+// recorded llama-server (-np 4 -c 1024 --metrics --slots; /slots is on by
+// default).
 func fast() simengine.Config {
 	return simengine.Config{
-		Model: "/models/model.gguf", Parallel: 4, CtxSize: 1024, Metrics: true, Slots: true,
+		Model: "/models/model.gguf", Parallel: 4, CtxSize: 1024, Metrics: true,
 		TokensPerSecond: 5000, PromptTokensPerSecond: 1e6,
 	}
 }

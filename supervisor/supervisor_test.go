@@ -61,7 +61,7 @@ func fakeEngine(mode string, args []string) int {
 		fmt.Fprintln(os.Stderr, "-np:", err)
 		return 1
 	}
-	srv := simengine.New(simengine.Config{Model: flags["-m"], Parallel: np, CtxSize: 4096, Metrics: true, Slots: true, TokensPerSecond: 100})
+	srv := simengine.New(simengine.Config{Model: flags["-m"], Parallel: np, CtxSize: 4096, Metrics: true, TokensPerSecond: 100})
 	h := srv.Handler()
 	if mode == "loading" {
 		h = http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) })

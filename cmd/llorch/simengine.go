@@ -25,6 +25,8 @@ func simEngineCommand() *cli.Command {
 		Description: `Speaks llama-server's protocol: /health (503 while loading), /slots, /metrics,
 /props, /v1/models, /tokenize, /completion and the OpenAI routes, streaming or
 not. Requests beyond -np slots wait and count in llamacpp:requests_deferred.
+/slots is served unless --no-slots, /metrics only with --metrics, as
+llama-server does.
 Output is deterministic for a seed. Accepts llama-server's flags; the model
 file is not read, only named.`,
 		Flags: []cli.Flag{
@@ -34,7 +36,8 @@ file is not read, only named.`,
 			&cli.IntFlag{Name: "parallel", Aliases: []string{"np"}, Value: simengine.DefaultParallel, Usage: "slots: concurrent requests"},
 			&cli.IntFlag{Name: "ctx-size", Aliases: []string{"c"}, Value: simengine.DefaultCtxSize, Usage: "total context, split across slots"},
 			&cli.BoolFlag{Name: "metrics", Usage: "serve /metrics"},
-			&cli.BoolFlag{Name: "slots", Usage: "serve /slots"},
+			&cli.BoolFlag{Name: "slots", Usage: "serve /slots (the default, as llama-server's; kept for compatibility)"},
+			&cli.BoolFlag{Name: "no-slots", Usage: "do not serve /slots (501, as llama-server); wins over --slots"},
 			&cli.IntFlag{Name: "n-gpu-layers", Aliases: []string{"ngl"}, Usage: "accepted for llama-server compatibility; ignored"},
 			&cli.Float64Flag{Name: "tokens-per-second", Value: simengine.DefaultTokensPerSecond, Usage: "generation rate of one slot"},
 			&cli.Float64Flag{Name: "prompt-tokens-per-second", Value: simengine.DefaultPromptTokensPerSecond, Usage: "prompt processing rate"},
@@ -46,28 +49,11 @@ file is not read, only named.`,
 }
 
 func runSimEngine(c *cli.Context) error {
-	for _, f := range []string{"parallel", "ctx-size"} {
-		if c.Int(f) < 1 {
-			return fmt.Errorf("--%s must be at least 1", f)
-		}
+	cfg, err := simEngineConfig(c)
+	if err != nil {
+		return err
 	}
-	if c.Float64("tokens-per-second") <= 0 || c.Float64("prompt-tokens-per-second") <= 0 {
-		return fmt.Errorf("--tokens-per-second and --prompt-tokens-per-second must be positive")
-	}
-	if c.Int("ctx-size") < c.Int("parallel") {
-		return fmt.Errorf("--ctx-size %d is smaller than --parallel %d: each slot needs context", c.Int("ctx-size"), c.Int("parallel"))
-	}
-	srv := simengine.New(simengine.Config{
-		Model:                 c.String("model"),
-		Parallel:              c.Int("parallel"),
-		CtxSize:               c.Int("ctx-size"),
-		Metrics:               c.Bool("metrics"),
-		Slots:                 c.Bool("slots"),
-		TokensPerSecond:       c.Float64("tokens-per-second"),
-		PromptTokensPerSecond: c.Float64("prompt-tokens-per-second"),
-		LoadTime:              c.Duration("load-time"),
-		Seed:                  c.Uint64("seed"),
-	})
+	srv := simengine.New(cfg)
 	ln, err := config.Listen(net.JoinHostPort(c.String("host"), strconv.Itoa(c.Int("port"))))
 	if err != nil {
 		return err
@@ -81,4 +67,31 @@ func runSimEngine(c *cli.Context) error {
 		return err
 	}
 	return config.Serve(ctx, ln, srv.Handler(), 5*time.Second, log)
+}
+
+// simEngineConfig validates the flags and turns them into the simulator's
+// configuration.
+func simEngineConfig(c *cli.Context) (simengine.Config, error) {
+	for _, f := range []string{"parallel", "ctx-size"} {
+		if c.Int(f) < 1 {
+			return simengine.Config{}, fmt.Errorf("--%s must be at least 1", f)
+		}
+	}
+	if c.Float64("tokens-per-second") <= 0 || c.Float64("prompt-tokens-per-second") <= 0 {
+		return simengine.Config{}, fmt.Errorf("--tokens-per-second and --prompt-tokens-per-second must be positive")
+	}
+	if c.Int("ctx-size") < c.Int("parallel") {
+		return simengine.Config{}, fmt.Errorf("--ctx-size %d is smaller than --parallel %d: each slot needs context", c.Int("ctx-size"), c.Int("parallel"))
+	}
+	return simengine.Config{
+		Model:                 c.String("model"),
+		Parallel:              c.Int("parallel"),
+		CtxSize:               c.Int("ctx-size"),
+		Metrics:               c.Bool("metrics"),
+		NoSlots:               c.Bool("no-slots"),
+		TokensPerSecond:       c.Float64("tokens-per-second"),
+		PromptTokensPerSecond: c.Float64("prompt-tokens-per-second"),
+		LoadTime:              c.Duration("load-time"),
+		Seed:                  c.Uint64("seed"),
+	}, nil
 }
