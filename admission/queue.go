@@ -157,5 +157,8 @@ func (q *Queue) Len(p Priority) int {
 	return len(q.lanes[p])
 }
 
+// Policy is what the queue does when full.
+func (q *Queue) Policy() Policy { return q.policy }
+
 // Capacity returns the bound.
 func (q *Queue) Capacity() int { return q.capacity }

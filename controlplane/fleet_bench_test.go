@@ -56,6 +56,6 @@ func BenchmarkSubmitAndRelease(b *testing.B) {
 		if err != nil || e != nil {
 			b.Fatal(err, e)
 		}
-		d.Release(p, "", dispatch.Succeeded, time.Millisecond)
+		d.Release(p, "", dispatch.Succeeded, dispatch.Observation{})
 	}
 }

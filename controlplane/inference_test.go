@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
 
 	"github.com/llorch/llorch/admission"
@@ -433,8 +434,16 @@ func TestExplain(t *testing.T) {
 			t.Errorf("%s: components sum to %d, total %d, rank %d, node %q", c.PoolID, sum, c.Total, c.Rank, c.NodeID)
 		}
 	}
-	if !slices.Equal(ranked, []string{"pool-0", "pool-1"}) {
-		t.Errorf("ranked %v, want [pool-0 pool-1] (more free slots first)", ranked)
+	// A handoff file's slots_free is no report of load (it is undated):
+	// every pool is free, and at equal expected latency more slots rank
+	// first.
+	if !slices.Equal(ranked, []string{"pool-0", "pool-1", "pool-full"}) {
+		t.Errorf("ranked %v, want [pool-0 pool-1 pool-full] (more free slots first)", ranked)
+	}
+	for _, c := range ex.Candidates {
+		if e := c.Expected; e.LatencyMS <= 0 || e.TTFTMS <= 0 || e.TTFTMS > e.LatencyMS || e.SpeedSource != scheduler.SpeedPrior || !c.HasRoom {
+			t.Errorf("%s: expected %+v, has room %v", c.PoolID, e, c.HasRoom)
+		}
 	}
 	rejected := map[string]string{}
 	for _, r := range ex.Rejected {
@@ -444,7 +453,7 @@ func TestExplain(t *testing.T) {
 		}
 	}
 	want := map[string]string{
-		"pool-declared": scheduler.ReadyName, "pool-full": scheduler.CapacityName, "pool-other": scheduler.ModelName,
+		"pool-declared": scheduler.ReadyName, "pool-other": scheduler.ModelName,
 	}
 	if fmt.Sprint(rejected) != fmt.Sprint(want) {
 		t.Errorf("rejected %v, want %v", rejected, want)
@@ -547,7 +556,7 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 // SPEC §5: a client that disconnects cancels its task and frees its slot.
 func TestClientDisconnectFreesTheSlot(t *testing.T) {
 	t.Run("openai", func(t *testing.T) {
-		sim := startSim(t, simengine.Config{TokensPerSecond: 20, Slots: true})
+		sim := startSim(t, simengine.Config{TokensPerSecond: 20})
 		in := newInference(t, inferenceOpts{})
 		in.announce("pool-0", sim.URL, 1, 1, "tiny")
 		c := testClient(t)
@@ -568,7 +577,7 @@ func TestClientDisconnectFreesTheSlot(t *testing.T) {
 		eventually(t, time.Second, "placement still counts the request", func() bool { return freeInExplain(t, c, in.URL, "pool-0") == 1 })
 	})
 	t.Run("v2 events", func(t *testing.T) {
-		sim := startSim(t, simengine.Config{TokensPerSecond: 20, Slots: true})
+		sim := startSim(t, simengine.Config{TokensPerSecond: 20})
 		in := newInference(t, inferenceOpts{})
 		in.announce("pool-0", sim.URL, 1, 1, "tiny")
 		c := testClient(t)
@@ -610,7 +619,7 @@ func TestClientDisconnectFreesTheSlot(t *testing.T) {
 }
 
 func TestCancelRoute(t *testing.T) {
-	sim := startSim(t, simengine.Config{TokensPerSecond: 20, Slots: true})
+	sim := startSim(t, simengine.Config{TokensPerSecond: 20})
 	in := newInference(t, inferenceOpts{})
 	in.announce("pool-0", sim.URL, 1, 1, "tiny")
 	c := testClient(t)
@@ -730,5 +739,90 @@ func TestExplainConstraints(t *testing.T) {
 		if !slices.Equal(ranked, tc.ranked) || fmt.Sprint(rejected) != fmt.Sprint(tc.rejected) {
 			t.Errorf("%s: ranked %v rejected %v; want %v %v", tc.query, ranked, rejected, tc.ranked, tc.rejected)
 		}
+	}
+}
+
+// explained returns pool's candidate in GET /v2/placement/explain.
+func explained(t *testing.T, c *http.Client, base, poolID string) api.ExplainedCandidate {
+	t.Helper()
+	resp, err := c.Get(base + "/v2/placement/explain?model=tiny")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var ex api.Explanation
+	if err := json.NewDecoder(resp.Body).Decode(&ex); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range ex.Candidates {
+		if c.PoolID == poolID {
+			return c
+		}
+	}
+	t.Fatalf("%s not ranked in %+v", poolID, ex)
+	return api.ExplainedCandidate{}
+}
+
+// Both front ends teach placement the pool's speed from the engine's own
+// timings: a pool never measured is estimated from the prior, then from
+// what its tasks showed; the prediction error is counted.
+func TestCompletedTasksTeachThePoolsSpeed(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		run  func(t *testing.T, c *http.Client, base string)
+	}{
+		{"openai stream", func(t *testing.T, c *http.Client, base string) {
+			resp, body := post(t, c, base+"/v1/chat/completions",
+				`{"model":"tiny","stream":true,"max_tokens":20,"messages":[{"role":"user","content":"Once upon a time"}]}`)
+			if resp.StatusCode != http.StatusOK || !bytes.Contains(body, []byte("[DONE]")) {
+				t.Fatalf("%d %s", resp.StatusCode, tail(body))
+			}
+		}},
+		{"openai, not streamed", func(t *testing.T, c *http.Client, base string) {
+			resp, body := post(t, c, base+"/v1/completions", `{"model":"tiny","max_tokens":20,"prompt":"Once upon a time"}`)
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("%d %s", resp.StatusCode, tail(body))
+			}
+		}},
+		{"v2 task", func(t *testing.T, c *http.Client, base string) {
+			resp, body := post(t, c, base+"/v2/tasks", `{"task_id":"t-1","model_ref":"tiny","prompt":"Once upon a time","max_tokens":20}`)
+			if resp.StatusCode != http.StatusAccepted {
+				t.Fatalf("submit: %d %s", resp.StatusCode, body)
+			}
+			ev, err := c.Get(base + "/v2/tasks/t-1/events")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ev.Body.Close()
+			if b, _ := io.ReadAll(ev.Body); !bytes.Contains(b, []byte("event: end")) {
+				t.Fatalf("events %s", b)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sim := startSim(t, simengine.Config{TokensPerSecond: 400, Parallel: 2})
+			in := newInference(t, inferenceOpts{})
+			in.announce("pool-0", sim.URL, 2, 2, "tiny")
+			c := testClient(t)
+			before := explained(t, c, in.URL, "pool-0")
+			if before.Expected.SpeedSource != scheduler.SpeedPrior || before.Expected.Samples != 0 {
+				t.Fatalf("before any task: %+v", before.Expected)
+			}
+			tc.run(t, c, in.URL)
+			var after api.ExplainedCandidate
+			eventually(t, 5*time.Second, "the pool's speed learned", func() bool {
+				after = explained(t, c, in.URL, "pool-0")
+				return after.Expected.Samples == 1
+			})
+			// The simulator generates 400 tokens/s a slot and says so in
+			// its timings.
+			if e := after.Expected; e.SpeedSource != scheduler.SpeedLearned || e.DecodeTPS < 300 || e.DecodeTPS > 500 {
+				t.Errorf("after one task: %+v, want about 400 tokens/s learned", e)
+			}
+			n, err := testutil.GatherAndCount(in.prom, "llorch_placement_ttft_prediction_error_seconds")
+			if err != nil || n != 2 {
+				t.Errorf("prediction error series: %d, %v", n, err)
+			}
+		})
 	}
 }

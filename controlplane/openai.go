@@ -1,6 +1,7 @@
 package controlplane
 
 import (
+	"cmp"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -37,8 +38,11 @@ func (s *server) openAICompletion(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var head struct {
-		Model string `json:"model"`
-		User  string `json:"user"`
+		Model               string `json:"model"`
+		User                string `json:"user"`
+		MaxTokens           int    `json:"max_tokens"`
+		MaxCompletionTokens int    `json:"max_completion_tokens"`
+		NPredict            int    `json:"n_predict"`
 	}
 	if err := json.Unmarshal(body, &head); err != nil {
 		openAIError(w, http.StatusBadRequest, api.Error{Code: api.CodeInvalidParams, Message: "invalid JSON: " + err.Error()})
@@ -53,7 +57,11 @@ func (s *server) openAICompletion(w http.ResponseWriter, r *http.Request) {
 		prio = admission.Batch
 	}
 	id := api.NewCorrelationID()
-	req := scheduler.Request{TaskID: id, SessionID: session, Model: s.modelFor(head.Model), Mode: "auto", AllowFallback: true}
+	req := scheduler.Request{TaskID: id, SessionID: session, Model: s.modelFor(head.Model), Mode: "auto", AllowFallback: true,
+		// The body is mostly its prompt: about 4 bytes a token.
+		PromptTokens: promptTokens(len(body)),
+		MaxTokens:    cmp.Or(head.MaxCompletionTokens, head.MaxTokens, head.NPredict),
+	}
 	job := dispatch.NewJob(id, prio, req, time.Time{})
 	job.Trace = trace.SpanContextFromContext(r.Context())
 	if _, _, apiErr := s.dispatcher.Submit(job); apiErr != nil {
@@ -61,8 +69,15 @@ func (s *server) openAICompletion(w http.ResponseWriter, r *http.Request) {
 		openAIError(w, dispatch.StatusOf(apiErr.Code), *apiErr)
 		return
 	}
-	s.proxy.Forward(w, r, r.URL.Path, body, job, session)
+	if apiErr := s.proxy.Forward(w, r, r.URL.Path, body, job, session); apiErr != nil {
+		openAIError(w, dispatch.StatusOf(apiErr.Code), *apiErr)
+	}
 }
+
+// promptTokens estimates a prompt's tokens from its bytes: about 4 bytes a
+// token for English text in llama-family vocabularies. Placement only
+// needs its size, to weigh prefill against queueing.
+func promptTokens(bytes int) int { return (bytes + 3) / 4 }
 
 // modelFor maps an OpenAI "model" to placement's model filter: a model no
 // pool names (clients often send a placeholder such as "gpt-3.5-turbo")

@@ -49,12 +49,14 @@ func (s *server) submitTask(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, dispatch.StatusOf(apiErr.Code), *apiErr)
 		return
 	}
-	s.runner.Start(task, job, dispatch.V2Request{Prompt: req.Prompt, MaxTokens: req.MaxTokens, Seed: req.Seed}, predicted)
+	s.runner.Start(task, job, dispatch.V2Request{Prompt: req.Prompt, MaxTokens: req.MaxTokens, Seed: req.Seed})
 	api.WriteJSON(w, http.StatusAccepted, api.TaskAccepted{
 		TaskID: req.TaskID, QueuePosition: pos, PredictedStartMS: predicted.Milliseconds(),
 		Streams: map[string]string{"sse": "/v2/tasks/" + req.TaskID + "/events"},
 	})
 }
+
+func msOf(d time.Duration) float64 { return math.Round(float64(d.Microseconds())) / 1000 }
 
 func rejectionOutcome(code string) string {
 	switch code {
@@ -68,7 +70,8 @@ func rejectionOutcome(code string) string {
 
 // schedRequest turns a task's placement fields into the scheduler's.
 func schedRequest(t *api.TaskRequest) scheduler.Request {
-	r := scheduler.Request{TaskID: t.TaskID, SessionID: t.SessionID, Model: t.ModelRef, Mode: "auto", AllowFallback: true}
+	r := scheduler.Request{TaskID: t.TaskID, SessionID: t.SessionID, Model: t.ModelRef, Mode: "auto", AllowFallback: true,
+		PromptTokens: promptTokens(len(t.Prompt)), MaxTokens: t.MaxTokens}
 	if p := t.Placement; p != nil {
 		if p.Mode != "" {
 			r.Mode = p.Mode
@@ -176,7 +179,11 @@ func (s *server) explanation(model string, dec *scheduler.Decision) api.Explanat
 	for i, rk := range dec.Ranked {
 		c := rk.Candidate
 		ec := api.ExplainedCandidate{Rank: i + 1, NodeID: c.NodeID, PoolID: c.Pool.PoolID, Total: rk.Total,
-			Components: make(map[string]int64, len(scorers)), FreeSlots: c.FreeSlots(), InFlight: c.InFlight, MetricsAgeMS: -1}
+			Components: make(map[string]int64, len(scorers)), FreeSlots: c.FreeSlots(), InFlight: c.InFlight, MetricsAgeMS: -1,
+			Foreign: c.Foreign, Waiting: c.Waiting, HasRoom: c.HasRoom(s.dispatcher.Backlog()),
+			Expected: api.ExpectedLatency{WaitMS: msOf(rk.Estimate.Wait), TTFTMS: msOf(rk.Estimate.TTFT), LatencyMS: msOf(rk.Estimate.Latency),
+				SpeedSource: rk.Estimate.Source, DecodeTPS: c.Speed.DecodeTPS, PrefillTPS: c.Speed.PrefillTPS, Samples: c.Speed.Samples},
+		}
 		for j, ws := range scorers {
 			ec.Components[ws.Plugin.Name()] = rk.Components[j]
 		}

@@ -32,7 +32,7 @@ func TestCancelRacingPlacementReleasesTheSlot(t *testing.T) {
 			}
 			h.d.pass() // placed, not yet collected
 			task.Cancel()
-			r.Start(task, job, V2Request{Prompt: "x", MaxTokens: 1}, 0)
+			r.Start(task, job, V2Request{Prompt: "x", MaxTokens: 1})
 			if e := errorOf(t, collect(t, task)); e.Code != CodeCancelled {
 				t.Fatalf("round %d: %+v, want CANCELLED", i, e)
 			}

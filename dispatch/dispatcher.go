@@ -36,6 +36,13 @@ type Placement struct {
 	RunnerUpScore int64
 	QueuePosition int
 	Waited        time.Duration
+	// Estimate is the winner's expected latency when it was chosen.
+	Estimate scheduler.Estimate
+	// Backlogged is set when the task was sent beyond the pool's free
+	// slots, to wait in the engine's own queue.
+	Backlogged bool
+	// Retried is set on the second attempt, after an engine failed.
+	Retried bool
 }
 
 // Key names the placed pool.
@@ -51,6 +58,9 @@ type Job struct {
 	// Trace is the submitting request's span; placement spans are its
 	// children.
 	Trace trace.SpanContext
+	// Predicted is the expected latency at admission, for predicted_start_ms
+	// and the prediction-error histogram.
+	Predicted scheduler.Estimate
 
 	placed chan Placement
 	failed chan *api.Error
@@ -81,6 +91,14 @@ type Options struct {
 	Util       utilization.Source // may be nil
 	Queue      *admission.Queue
 	Scheduling scheduler.Options
+	// Backlog is how many tasks a pool's engine may hold waiting beyond
+	// its slots; 0 keeps every waiting task in this control plane's queue,
+	// where priorities hold and the pool is chosen when a slot frees.
+	Backlog int
+	// ForeignTTL is how long load an engine reported beyond this control
+	// plane's own tasks is counted (default 15 s: a heartbeat and an
+	// engine poll at the default intervals).
+	ForeignTTL time.Duration
 	// Unplaceable is how long a queued task may find no pool that could
 	// ever take it (the fleet lost its model) before it fails.
 	Unplaceable time.Duration
@@ -89,31 +107,38 @@ type Options struct {
 	// Tracer records a span per placement; nil uses the global provider.
 	Tracer trace.Tracer
 	// Policy builds the placement framework from Scheduling; nil is
-	// scheduler.NewDefault. Benchmarks use it to compare policies.
+	// scheduler.NewDefault.
 	Policy func(scheduler.Options) (*scheduler.Framework, error)
+	// Now is the clock (tests); nil is time.Now.
+	Now func() time.Time
 }
 
-// Dispatcher places queued jobs.
+// Dispatcher places queued jobs. It keeps the exact account of this
+// control plane's tasks on every pool: a slot is taken when a task is sent
+// and given back when its answer ends, and giving one back places the next
+// queued task at once.
 type Dispatcher struct {
 	opts        Options
-	place       *scheduler.Framework // capacity filter, sampled on large fleets
-	explainFull *scheduler.Framework // capacity filter, every candidate
-	feasible    *scheduler.Framework // no capacity filter: could the task ever fit?
+	place       *scheduler.Framework // sampled on large fleets
+	explainFull *scheduler.Framework // every candidate
 	now         func() time.Time
+	epoch       time.Time // bucket 0 of the in-flight histories
 
 	mu         sync.Mutex
-	inflight   map[string]int       // by candidate key
-	failures   map[string]time.Time // by candidate key
+	books      map[string]*poolBook // by candidate key
+	dirty      map[string]struct{}  // books changed since the snapshot's overlay
 	affinity   map[string]string    // session id -> candidate key
 	unfittable map[string]time.Time // job id -> first pass it could not fit anywhere
-	service    time.Duration        // moving average of task run time
+	taskTokens float64              // mean generated tokens per task
+	prior      scheduler.Speed      // median of the measured pools
+	priorAt    time.Time
 
 	wake chan struct{}
-	// passMu serialises placements: Run's passes and Submit's fast path.
-	// It guards snap.
-	passMu sync.Mutex
-	snap   snapshot
-	slots  atomic.Int64 // usable slots in the fleet, from the snapshot
+	// passMu serialises placements: passes and Submit's fast path. It
+	// guards snap. passPending asks its holder for another pass.
+	passMu      sync.Mutex
+	passPending atomic.Bool
+	snap        snapshot
 }
 
 // New builds a dispatcher.
@@ -124,6 +149,12 @@ func New(opts Options) (*Dispatcher, error) {
 	if opts.Unplaceable <= 0 {
 		opts.Unplaceable = 10 * time.Second
 	}
+	if opts.ForeignTTL <= 0 {
+		opts.ForeignTTL = 15 * time.Second
+	}
+	if opts.Backlog < 0 {
+		return nil, fmt.Errorf("engine backlog %d: want 0 or more", opts.Backlog)
+	}
 	if opts.Metrics == nil {
 		opts.Metrics = NewMetrics(nil)
 	}
@@ -133,27 +164,35 @@ func New(opts Options) (*Dispatcher, error) {
 	if opts.Policy == nil {
 		opts.Policy = scheduler.NewDefault
 	}
-	sched := opts.Scheduling
-	sched.RequireFreeSlot = true
-	place, err := opts.Policy(sched)
-	if err != nil {
-		return nil, err
+	if opts.Now == nil {
+		opts.Now = time.Now
 	}
-	sched.RequireFreeSlot = false
-	explain, err := opts.Policy(sched)
+	full, err := opts.Policy(opts.Scheduling)
 	if err != nil {
 		return nil, err
 	}
 	return &Dispatcher{
-		opts: opts, place: place.Sampled(), explainFull: place, feasible: explain, now: time.Now,
-		inflight: map[string]int{}, failures: map[string]time.Time{},
+		opts: opts, place: full.Sampled(), explainFull: full, now: opts.Now, epoch: opts.Now(),
+		books: map[string]*poolBook{}, dirty: map[string]struct{}{},
 		affinity: map[string]string{}, unfittable: map[string]time.Time{},
-		service: time.Second,
-		wake:    make(chan struct{}, 1),
+		wake: make(chan struct{}, 1),
 	}, nil
 }
 
-// Wake asks for a placement pass soon (a heartbeat changed the fleet).
+// bucket numbers t in the in-flight histories.
+func (d *Dispatcher) bucket(t time.Time) int64 { return int64(t.Sub(d.epoch) / historyBucket) }
+
+// book returns key's book, creating it. Call with mu held.
+func (d *Dispatcher) book(key string) *poolBook {
+	b, ok := d.books[key]
+	if !ok {
+		b = &poolBook{history: newLoadHistory()}
+		d.books[key] = b
+	}
+	return b
+}
+
+// Wake asks for a placement pass soon.
 func (d *Dispatcher) Wake() {
 	select {
 	case d.wake <- struct{}{}:
@@ -161,16 +200,28 @@ func (d *Dispatcher) Wake() {
 	}
 }
 
+// hints are the dispatcher's facts for one decision. Call with mu free.
+func (d *Dispatcher) hints(session string) scheduler.Hints {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	h := scheduler.Hints{TaskTokens: int(d.taskTokens + 0.5), Prior: d.prior}
+	if session != "" {
+		h.AffinityPool = d.affinity[session]
+	}
+	return h
+}
+
 // fresh builds the fleet's candidates with this control plane's own state,
-// outside the placement path (explanations, retries). Placement uses the
-// cached snapshot (shared).
+// outside the placement path (explanations). Placement uses the cached
+// snapshot (shared).
 func (d *Dispatcher) fresh() []scheduler.Candidate {
 	cands := d.opts.Fleet.Candidates()
+	now := d.now()
 	d.mu.Lock()
 	for i := range cands {
-		k := cands[i].Key()
-		cands[i].InFlight = d.inflight[k]
-		cands[i].RecentFailure = d.failures[k]
+		if b, ok := d.books[cands[i].Key()]; ok {
+			b.overlay(&cands[i], now)
+		}
 	}
 	d.mu.Unlock()
 	if d.opts.Util != nil {
@@ -179,31 +230,31 @@ func (d *Dispatcher) fresh() []scheduler.Candidate {
 			c.Util = d.opts.Util.Get(c.NodeID, c.Pool.PoolID, c.Pool.DeviceMask)
 		}
 	}
+	d.passMu.Lock()
+	for i := range cands {
+		if j, ok := d.snap.index[cands[i].Key()]; ok {
+			cands[i].Waiting = d.snap.cands[j].Waiting
+		}
+	}
+	d.unlockPass()
 	return cands
 }
 
-func (d *Dispatcher) affinityOf(session string) string {
-	if session == "" {
-		return ""
-	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.affinity[session]
-}
-
-// Explain ranks the fleet for req as placement would now, with the
-// capacity filter, so full pools show as rejected.
+// Explain ranks the fleet for req as placement would now.
 func (d *Dispatcher) Explain(req scheduler.Request) (*scheduler.Decision, error) {
-	return d.explainFull.Schedule(d.now(), &req, d.fresh(), d.affinityOf(req.SessionID))
+	return d.explainFull.Schedule(d.now(), &req, d.fresh(), d.hints(req.SessionID))
 }
 
 // Scorers names the score components of explanations, in order.
 func (d *Dispatcher) Scorers() []scheduler.WeightedScorer { return d.place.Scorers() }
 
-// Submit admits a job: placed at once when nothing waits and a pool has a
-// free slot; else it fails at once if no pool could ever take it, or its
-// deadline cannot be met; otherwise it is queued. It returns the
-// job's queue position and the predicted wait.
+// Backlog is how many tasks an engine may hold beyond its slots.
+func (d *Dispatcher) Backlog() int { return d.opts.Backlog }
+
+// Submit admits a job: placed at once when nothing waits and the best pool
+// has room; else it fails at once if no pool could ever take it, or its
+// deadline cannot be met; otherwise it is queued. It returns the job's
+// queue position and its predicted wait.
 func (d *Dispatcher) Submit(j *Job) (position int, predicted time.Duration, e *api.Error) {
 	now := d.now()
 	j.Enqueued = now
@@ -213,21 +264,22 @@ func (d *Dispatcher) Submit(j *Job) (position int, predicted time.Duration, e *a
 	placed, feasible := d.placeNow(j, now)
 	if placed {
 		d.opts.Metrics.admission("admitted")
-		return 0, 0, nil
+		return 0, j.Predicted.Wait, nil
 	}
 	if !feasible {
 		d.opts.Metrics.decision("unavailable")
 		return 0, 0, d.unavailable(&j.Req)
 	}
-	predicted = d.predictWait()
+	predicted = j.Predicted.Wait
 	if !j.Deadline.IsZero() && now.Add(predicted).After(j.Deadline) {
+		d.opts.Metrics.decision("deadline")
 		return 0, 0, &api.Error{Code: api.CodeDeadlineUnmet, Message: fmt.Sprintf("predicted start in %v is past the deadline", predicted.Round(time.Millisecond))}
 	}
 	evicted, err := d.opts.Queue.Push(&admission.Item{ID: j.ID, Priority: j.Priority, Enqueued: now, Value: j})
 	if errors.Is(err, admission.ErrFull) {
 		d.opts.Metrics.admission("rejected")
 		return 0, 0, &api.Error{Code: api.CodeAdmissionReject, Message: fmt.Sprintf("admission queue full (%d tasks)", d.opts.Queue.Capacity()),
-			Retriable: true, RetryAfterMS: max(1000, d.predictWait().Milliseconds()), PolicyLabel: string(admission.Reject)}
+			Retriable: true, RetryAfterMS: max(1000, predicted.Milliseconds()), PolicyLabel: string(d.opts.Queue.Policy())}
 	}
 	if evicted != nil {
 		d.opts.Metrics.admission("evicted")
@@ -258,22 +310,8 @@ func (d *Dispatcher) unavailable(req *scheduler.Request) *api.Error {
 			return &api.Error{Code: api.CodeModelNotAvailable, Message: "no ready pool serves model " + req.Model, Retriable: true, RetryAfterMS: 5000}
 		}
 	}
-	return &api.Error{Code: api.CodePoolUnavailable, Message: "no pool can take the task: every pool is filtered out (not ready, draining, offline, pinned elsewhere, avoided, or short of VRAM); see GET /v2/placement/explain",
+	return &api.Error{Code: api.CodePoolUnavailable, Message: "no pool can take the task: every pool is filtered out (not ready, draining, offline, pinned elsewhere, avoided, or quarantined); see GET /v2/placement/explain",
 		Retriable: true, RetryAfterMS: 5000}
-}
-
-// predictWait estimates when a task admitted now would start: the queue
-// ahead of it, served by the fleet's slots at the average service time.
-func (d *Dispatcher) predictWait() time.Duration {
-	ahead := d.opts.Queue.Len(admission.Interactive) + d.opts.Queue.Len(admission.Batch)
-	if ahead == 0 {
-		return 0
-	}
-	slots := d.slots.Load()
-	d.mu.Lock()
-	svc := d.service
-	d.mu.Unlock()
-	return time.Duration(float64(svc) * float64(ahead) / float64(max(1, slots)))
 }
 
 // Cancel withdraws a queued job; false if it was not queued (already
@@ -300,7 +338,7 @@ func (d *Dispatcher) Abandon(j *Job) {
 	// right after; the channels are buffered, so this wait is short.
 	select {
 	case p := <-j.placed:
-		d.Release(p, "", Abandoned, 0)
+		d.Release(p, "", Abandoned, Observation{})
 	case e := <-j.failed:
 		d.opts.Logger.Debug("an abandoned job failed meanwhile", "task_id", j.ID, "code", e.Code)
 	}
@@ -314,30 +352,40 @@ const (
 	Succeeded Outcome = iota
 	// EngineFailed quarantines the pool.
 	EngineFailed
-	// Abandoned: cancelled or the client left; the pool was fine.
+	// Abandoned: cancelled, the client left, or the engine refused the
+	// request itself; the pool was fine.
 	Abandoned
 )
 
-// Release returns a placed job's slot.
-func (d *Dispatcher) Release(p Placement, session string, outcome Outcome, ran time.Duration) {
+// Release gives back a placed job's slot and places the next queued task
+// at once. A succeeded task's observation teaches the pool's speed.
+func (d *Dispatcher) Release(p Placement, session string, outcome Outcome, obs Observation) {
 	k := p.Key()
+	now := d.now()
 	d.mu.Lock()
-	if d.inflight[k]--; d.inflight[k] <= 0 {
-		delete(d.inflight, k)
-	}
+	b := d.book(k)
+	b.inflight = max(0, b.inflight-1)
+	b.history.record(d.bucket(now), b.inflight)
+	b.lastUsed = now
 	switch outcome {
 	case EngineFailed:
-		d.failures[k] = d.now()
+		b.failure = now
 	case Succeeded:
-		delete(d.failures, k)
+		b.failure = time.Time{}
 		if session != "" {
 			d.affinity[session] = k
 		}
-		// An exponential moving average of service time for predictions.
-		d.service = (d.service*7 + ran) / 8
+		b.speed.observe(obs, p.Backlogged)
+		if obs.Tokens > 0 {
+			d.taskTokens = ewma(d.taskTokens, float64(obs.Tokens), min(int(d.taskTokens)+1, 10))
+		}
+		if now.Sub(d.priorAt) >= time.Second {
+			d.prior, d.priorAt = fleetSpeed(d.books), now
+		}
 	}
+	d.dirty[k] = struct{}{}
 	d.mu.Unlock()
-	d.Wake()
+	d.pass()
 }
 
 // Retry queues a job again at the front of its lane, avoiding the pool
@@ -346,7 +394,7 @@ func (d *Dispatcher) Release(p Placement, session string, outcome Outcome, ran t
 // instead of the job waiting out Unplaceable for a pool that is not there.
 func (d *Dispatcher) Retry(j *Job, failed Placement) bool {
 	j.Req.AvoidPools = append(j.Req.AvoidPools, failed.Key())
-	if !d.feasible.AnyFeasible(d.now(), &j.Req, d.fresh()) {
+	if !d.explainFull.AnyFeasible(d.now(), &j.Req, d.fresh()) {
 		return false
 	}
 	d.opts.Queue.PushFront(&admission.Item{ID: j.ID, Priority: j.Priority, Enqueued: j.Enqueued, Value: j})
@@ -354,7 +402,9 @@ func (d *Dispatcher) Retry(j *Job, failed Placement) bool {
 	return true
 }
 
-// Run places queued jobs until ctx is done.
+// Run places queued jobs until ctx is done: when woken, and on a tick that
+// catches deadlines and fleet changes (a pool turning ready, foreign load
+// ageing out).
 func (d *Dispatcher) Run(ctx context.Context) {
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
@@ -369,17 +419,39 @@ func (d *Dispatcher) Run(ctx context.Context) {
 	}
 }
 
-// pass offers every queued job to placement once, in priority order.
+// pass offers every queued job to placement once, in priority order. A job
+// whose best pool is full waits for it, and counts as waiting there for the
+// jobs behind it. Passes are serial; one asked for while another runs is
+// run by that one when it ends, so slots freed meanwhile are not missed.
 func (d *Dispatcher) pass() {
-	d.passMu.Lock()
-	defer d.passMu.Unlock()
-	items := d.opts.Queue.Items()
-	d.opts.Metrics.queueDepth(d.opts.Queue)
-	if len(items) == 0 {
+	d.passPending.Store(true)
+	for d.passPending.Load() {
+		if !d.passMu.TryLock() {
+			return // the holder passes again when it unlocks
+		}
+		d.passPending.Store(false)
+		d.passLocked()
+		d.passMu.Unlock()
+	}
+}
+
+// unlockPass releases passMu, running a pass asked for while it was held.
+func (d *Dispatcher) unlockPass() {
+	d.passMu.Unlock()
+	if d.passPending.Load() {
+		d.pass()
+	}
+}
+
+func (d *Dispatcher) passLocked() {
+	if d.opts.Queue.Len(admission.Interactive)+d.opts.Queue.Len(admission.Batch) == 0 {
+		d.opts.Metrics.queueDepth(d.opts.Queue)
 		return
 	}
+	items := d.opts.Queue.Items()
 	now := d.now()
-	cands := d.shared()
+	cands := d.shared(now)
+	d.snap.clearWaiting()
 	for pos, it := range items {
 		j := it.Value.(*Job)
 		if !j.Deadline.IsZero() && now.After(j.Deadline) {
@@ -389,65 +461,90 @@ func (d *Dispatcher) pass() {
 			}
 			continue
 		}
-		if !d.placeJob(j, pos, now, cands, true) {
-			d.checkUnfittable(j, now, cands)
+		if _, feasible := d.placeJob(j, pos, now, cands, true); !feasible {
+			d.checkUnfittable(j, now)
 		}
 	}
 	d.opts.Metrics.queueDepth(d.opts.Queue)
 }
 
 // placeNow places a job in the submitting goroutine when nothing is
-// queued ahead of it, sparing it two goroutine hand-offs through Run; when
-// it cannot, it reports whether any pool could ever take the job. Called
-// under no lock; it takes passMu, so placements stay serial.
+// queued ahead of it, sparing it two goroutine hand-offs through Run.
+// Either way it fills in the job's predicted latency, and reports whether
+// any pool could take the job. Called under no lock; it takes passMu, so
+// placements stay serial.
 func (d *Dispatcher) placeNow(j *Job, now time.Time) (placed, feasible bool) {
 	d.passMu.Lock()
-	defer d.passMu.Unlock()
-	cands := d.shared()
-	if d.opts.Queue.Len(admission.Interactive)+d.opts.Queue.Len(admission.Batch) == 0 && d.placeJob(j, 0, now, cands, false) {
-		return true, true
+	defer d.unlockPass()
+	cands := d.shared(now)
+	queued := d.opts.Queue.Len(admission.Interactive)+d.opts.Queue.Len(admission.Batch) > 0
+	if !queued {
+		return d.placeJob(j, 0, now, cands, false)
 	}
-	return false, d.feasible.AnyFeasible(now, &j.Req, cands)
+	// Others wait ahead: only predict. The waiting counts of the last pass
+	// stand for them.
+	dec, err := d.place.Schedule(now, &j.Req, cands, d.hints(j.Req.SessionID))
+	defer d.place.Release(dec)
+	if err != nil {
+		return false, false
+	}
+	j.Predicted = dec.Ranked[0].Estimate
+	return false, true
 }
 
-// placeJob schedules j over cands and, if a pool fits, hands j its
-// placement. A queued job is taken out of the queue; one cancelled
-// meanwhile is dropped (and counts as handled). It reports false when no
-// pool fits now. Call with passMu held.
-func (d *Dispatcher) placeJob(j *Job, pos int, now time.Time, cands []scheduler.Candidate, queued bool) bool {
+// placeJob schedules j over cands and, if the best pool has room, hands j
+// its placement; if the best pool is full, j waits for it. A queued job is
+// taken out of the queue; one cancelled meanwhile is dropped (and counts as
+// placed). It reports whether j was placed, and whether any pool could take
+// it at all. Call with passMu held.
+func (d *Dispatcher) placeJob(j *Job, pos int, now time.Time, cands []scheduler.Candidate, queued bool) (placed, feasible bool) {
 	begin := time.Now()
-	dec, err := d.place.Schedule(now, &j.Req, cands, d.affinityOf(j.Req.SessionID))
+	dec, err := d.place.Schedule(now, &j.Req, cands, d.hints(j.Req.SessionID))
 	d.opts.Metrics.placementLatency(time.Since(begin))
+	defer d.place.Release(dec)
 	if err != nil {
-		d.place.Release(dec)
-		return false
+		return false, false
+	}
+	best := dec.Ranked[0].Candidate
+	if !queued {
+		j.Predicted = dec.Ranked[0].Estimate
+	}
+	if queued {
+		d.fits(j.ID)
+	}
+	if !best.HasRoom(d.opts.Backlog) {
+		// Waiting for this pool beats the others' free slots: hold the job
+		// here, and count it ahead of the jobs behind it.
+		best.Waiting++
+		d.snap.touchWaiting(best)
+		return false, true
 	}
 	d.traceDecision(j, dec, begin, pos)
 	if queued && !d.opts.Queue.Remove(j.ID) {
-		d.place.Release(dec)
-		return true // cancelled meanwhile
+		return true, true // cancelled meanwhile
 	}
-	best := dec.Ranked[0].Candidate
-	pl := Placement{Candidate: *best, Score: dec.Ranked[0].Total, QueuePosition: pos, Waited: now.Sub(j.Enqueued)}
+	pl := Placement{Candidate: *best, Score: dec.Ranked[0].Total, QueuePosition: pos, Waited: now.Sub(j.Enqueued),
+		Estimate: dec.Ranked[0].Estimate, Backlogged: best.FreeSlots() == 0}
 	if len(dec.Ranked) > 1 {
 		pl.RunnerUp, pl.RunnerUpScore = dec.Ranked[1].Candidate.Key(), dec.Ranked[1].Total
 	}
-	d.place.Release(dec)
 	best.InFlight++ // later jobs of this pass see the slot taken
-	d.snap.touch(best)
+	key := best.Key()
 	d.mu.Lock()
-	d.inflight[best.Key()]++
-	delete(d.unfittable, j.ID)
+	b := d.book(key)
+	b.inflight++
+	b.history.record(d.bucket(now), b.inflight)
+	b.lastUsed = now
 	d.mu.Unlock()
 	d.opts.Metrics.decision("placed")
 	pl.Candidate.InFlight = best.InFlight
 	j.placed <- pl
-	return true
+	return true, true
 }
 
 // traceDecision records the decision as a span under the submitting
-// request: the winner's score components, the runner-up, the sample size.
-// One span per decision, not per candidate.
+// request: the winner's score components and expected latency, the
+// runner-up, the sample size. One span per decision, not per candidate.
 func (d *Dispatcher) traceDecision(j *Job, dec *scheduler.Decision, begin time.Time, pos int) {
 	if !j.Trace.IsValid() {
 		return
@@ -469,27 +566,37 @@ func (d *Dispatcher) traceDecision(j *Job, dec *scheduler.Decision, begin time.T
 		attribute.String("llorch.placed.pool_id", best.Candidate.Pool.PoolID),
 		attribute.Int64("llorch.placed.score", best.Total),
 		attribute.Int("llorch.placed.free_slots", best.Candidate.FreeSlots()),
+		attribute.Int("llorch.placed.in_flight", best.Candidate.InFlight),
+		attribute.Float64("llorch.placed.expected_wait_ms", ms(best.Estimate.Wait)),
+		attribute.Float64("llorch.placed.expected_ttft_ms", ms(best.Estimate.TTFT)),
+		attribute.Float64("llorch.placed.expected_latency_ms", ms(best.Estimate.Latency)),
+		attribute.String("llorch.placed.speed_source", best.Estimate.Source),
 	}
 	for i, ws := range d.place.Scorers() {
 		attrs = append(attrs, attribute.Int64("llorch.placed.score."+ws.Plugin.Name(), best.Components[i]))
 	}
 	if len(dec.Ranked) > 1 {
 		ru := dec.Ranked[1]
-		attrs = append(attrs, attribute.String("llorch.runner_up", ru.Candidate.Key()), attribute.Int64("llorch.runner_up.score", ru.Total))
+		attrs = append(attrs, attribute.String("llorch.runner_up", ru.Candidate.Key()), attribute.Int64("llorch.runner_up.score", ru.Total),
+			attribute.Float64("llorch.runner_up.expected_latency_ms", ms(ru.Estimate.Latency)))
 	}
 	span.SetAttributes(attrs...)
 }
 
-// checkUnfittable fails a job that no pool could take even with a free
-// slot for longer than Unplaceable; a job merely waiting for a slot waits.
-func (d *Dispatcher) checkUnfittable(j *Job, now time.Time, cands []scheduler.Candidate) {
-	fits := d.feasible.AnyFeasible(now, &j.Req, cands)
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// fits forgets that a queued job found no pool.
+func (d *Dispatcher) fits(id string) {
+	d.mu.Lock()
+	delete(d.unfittable, id)
+	d.mu.Unlock()
+}
+
+// checkUnfittable fails a job that no pool could take for longer than
+// Unplaceable; a job merely waiting for a slot waits.
+func (d *Dispatcher) checkUnfittable(j *Job, now time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if fits {
-		delete(d.unfittable, j.ID)
-		return
-	}
 	first, ok := d.unfittable[j.ID]
 	if !ok {
 		d.unfittable[j.ID] = now

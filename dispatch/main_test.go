@@ -98,7 +98,36 @@ func (h *harness) run(t *testing.T) {
 func (h *harness) inflight(key string) int {
 	h.d.mu.Lock()
 	defer h.d.mu.Unlock()
-	return h.d.inflight[key]
+	if b, ok := h.d.books[key]; ok {
+		return b.inflight
+	}
+	return 0
+}
+
+// withClock makes the dispatcher read time from c.
+func withClock(c *fakeClock) harnessOpt {
+	return func(o *Options) { o.Now = c.Now }
+}
+
+// fakeClock is a settable clock.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newFakeClock() *fakeClock { return &fakeClock{t: time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+	return c.t
 }
 
 // submit admits a job, failing the test on an admission error.

@@ -17,6 +17,7 @@ type Metrics struct {
 	tasks         *prometheus.CounterVec
 	ttft          *prometheus.HistogramVec
 	overhead      prometheus.Histogram
+	predictionErr *prometheus.HistogramVec
 }
 
 // NewMetrics builds the metrics and registers them on reg (nil: none).
@@ -46,6 +47,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "llorch_proxy_overhead_seconds", Help: "Time a chunk spends in the control plane: from reading it off the engine to flushing it to the client.",
 			Buckets: []float64{1e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3},
 		}),
+		predictionErr: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "llorch_placement_ttft_prediction_error_seconds",
+			Help:    "How far the time to first token predicted at admission was from the actual one: direction=late when the token came later than predicted, early when sooner.",
+			Buckets: []float64{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10},
+		}, []string{"direction"}),
 	}
 	for _, p := range []admission.Priority{admission.Interactive, admission.Batch} {
 		m.queueDepthVec.WithLabelValues(p.String())
@@ -53,8 +59,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, o := range []string{"placed", "unavailable", "deadline"} {
 		m.decisions.WithLabelValues(o)
 	}
+	for _, d := range []string{"late", "early"} {
+		m.predictionErr.WithLabelValues(d)
+	}
 	if reg != nil {
-		reg.MustRegister(m.queueDepthVec, m.admissions, m.decisions, m.placement, m.tasks, m.ttft, m.overhead)
+		reg.MustRegister(m.queueDepthVec, m.admissions, m.decisions, m.placement, m.tasks, m.ttft, m.overhead, m.predictionErr)
 	}
 	return m
 }
@@ -73,9 +82,18 @@ func (m *Metrics) placementLatency(d time.Duration) {
 // TaskEnded counts a finished task.
 func (m *Metrics) TaskEnded(outcome string) { m.tasks.WithLabelValues(outcome).Inc() }
 
-// FirstToken records a task's time to first token on a pool.
-func (m *Metrics) FirstToken(pool string, d time.Duration) {
-	m.ttft.WithLabelValues(pool).Observe(d.Seconds())
+// FirstToken records a task's time to first token on a pool, and how far
+// it was from the prediction made at admission (0: none was made).
+func (m *Metrics) FirstToken(pool string, actual, predicted time.Duration) {
+	m.ttft.WithLabelValues(pool).Observe(actual.Seconds())
+	if predicted <= 0 {
+		return
+	}
+	if diff := actual - predicted; diff >= 0 {
+		m.predictionErr.WithLabelValues("late").Observe(diff.Seconds())
+	} else {
+		m.predictionErr.WithLabelValues("early").Observe(-diff.Seconds())
+	}
 }
 
 // ProxyOverhead records one chunk's time in the control plane.

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/llorch/llorch/api"
+	"github.com/llorch/llorch/engine"
 )
 
 // Proxy forwards OpenAI-compatible requests to the placed engine and passes
@@ -48,50 +49,43 @@ func StatusOf(code string) int {
 }
 
 // Forward serves one OpenAI request whose job was submitted: it waits for
-// placement, sends body to the engine's path, and streams the answer.
-func (p *Proxy) Forward(w http.ResponseWriter, r *http.Request, path string, body []byte, j *Job, session string) {
-	ctx := r.Context()
+// placement, sends body to the engine's path, and streams the answer. When
+// nothing could be written (no pool, the engines failed before answering)
+// it returns the error for the caller to write in its API's shape; nil
+// means the response was written, or the client left.
+func (p *Proxy) Forward(w http.ResponseWriter, r *http.Request, path string, body []byte, j *Job, session string) *api.Error {
 	admitted := time.Now()
-	retried := false
-	for {
-		pl, apiErr, err := j.Wait(ctx)
-		if err != nil {
-			p.d.Abandon(j)
-			p.metrics.TaskEnded("cancelled")
-			return
-		}
-		if apiErr != nil {
-			api.WriteError(w, StatusOf(apiErr.Code), *apiErr)
-			p.metrics.TaskEnded(outcomeOf(apiErr.Code))
-			return
-		}
-		started := time.Now()
+	_, res, apiErr := p.d.Execute(r.Context(), j, session, func(ctx context.Context, pl Placement) Result {
+		sent := time.Now()
 		resp, err := p.send(ctx, pl, path, body)
 		if err == nil && resp.StatusCode >= 500 {
 			resp.Body.Close()
 			err = fmt.Errorf("engine answered %s", resp.Status)
 		}
 		if err != nil {
-			if ctx.Err() != nil {
-				p.d.Release(pl, session, Abandoned, 0)
-				p.metrics.TaskEnded("cancelled")
-				return
-			}
-			p.d.Release(pl, session, EngineFailed, 0)
-			if !retried && p.d.Retry(j, pl) {
-				p.log.Warn("engine failed before answering: retrying on the next pool", "task_id", j.ID, "pool", pl.Key(), "err", err)
-				retried = true
-				continue
-			}
-			api.WriteError(w, http.StatusServiceUnavailable, api.Error{Code: api.CodePoolUnavailable, Message: err.Error(), Retriable: true, RetryAfterMS: 1000})
-			p.metrics.TaskEnded("engine_error")
-			return
+			return Result{Outcome: EngineFailed, Err: err}
 		}
-		outcome := p.relay(w, resp, pl, admitted)
-		resp.Body.Close()
-		p.d.Release(pl, session, outcome, time.Since(started))
-		return
+		defer resp.Body.Close()
+		res := p.relay(w, resp, pl, admitted, j.Predicted.TTFT)
+		res.Obs.Sent = sent
+		return res
+	})
+	switch {
+	case apiErr != nil && apiErr.Code == CodeCancelled:
+		p.metrics.TaskEnded("cancelled")
+		return nil
+	case apiErr != nil:
+		p.metrics.TaskEnded(outcomeOf(apiErr.Code))
+		return apiErr
+	case !res.Delivered:
+		if r.Context().Err() != nil {
+			p.metrics.TaskEnded("cancelled")
+			return nil
+		}
+		p.metrics.TaskEnded("engine_error")
+		return &api.Error{Code: api.CodePoolUnavailable, Message: res.Err.Error(), Retriable: true, RetryAfterMS: 1000}
 	}
+	return nil
 }
 
 func (p *Proxy) send(ctx context.Context, pl Placement, path string, body []byte) (*http.Response, error) {
@@ -113,25 +107,38 @@ const doneText = "data: [DONE]"
 
 var doneMarker = []byte(doneText)
 
+// tailSize is how much of an answer's end the relay keeps: enough for
+// llama-server's last chunk (usage and timings) and the [DONE] marker.
+const tailSize = 1536
+
 // relayBuffers recycles the 32 KiB read buffers of relays: a buffer per
 // request was most of the proxy's garbage, and GC pauses its tail latency.
 var relayBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
-// keepTail appends p to tail, keeping only the last cap(tail) bytes, so a
-// [DONE] marker split across reads is still seen.
-func keepTail(tail, p []byte) []byte {
-	c := cap(tail)
-	if len(p) >= c {
-		return append(tail[:0], p[len(p)-c:]...)
-	}
-	if over := len(tail) + len(p) - c; over > 0 {
-		tail = append(tail[:0], tail[over:]...)
-	}
-	return append(tail, p...)
+// tail keeps the last tailSize bytes passed through, in a fixed array.
+type tail struct {
+	buf [2 * tailSize]byte
+	n   int
 }
 
+// add appends p, keeping only the last tailSize bytes; it copies at most
+// tailSize bytes however long p is.
+func (t *tail) add(p []byte) {
+	if len(p) >= tailSize {
+		t.n = copy(t.buf[:], p[len(p)-tailSize:])
+		return
+	}
+	if t.n+len(p) > len(t.buf) {
+		t.n = copy(t.buf[:], t.buf[t.n-tailSize:t.n])
+	}
+	t.n += copy(t.buf[t.n:], p)
+}
+
+// bytes returns the kept end of the answer (up to 2×tailSize bytes).
+func (t *tail) bytes() []byte { return t.buf[:t.n] }
+
 // relay copies the engine's answer to the client, flushing every read.
-func (p *Proxy) relay(w http.ResponseWriter, resp *http.Response, pl Placement, admitted time.Time) Outcome {
+func (p *Proxy) relay(w http.ResponseWriter, resp *http.Response, pl Placement, admitted time.Time, predictedTTFT time.Duration) Result {
 	for _, h := range []string{"Content-Type", "Cache-Control"} {
 		if v := resp.Header.Get(h); v != "" {
 			w.Header().Set(h, v)
@@ -143,51 +150,64 @@ func (p *Proxy) relay(w http.ResponseWriter, resp *http.Response, pl Placement, 
 	}
 	w.Header().Set("X-Llorch-Pool", pl.Key())
 	w.WriteHeader(resp.StatusCode)
+	res := Result{Delivered: true}
 	flusher, _ := w.(http.Flusher)
 	bp := relayBuffers.Get().(*[]byte)
 	defer relayBuffers.Put(bp)
 	buf := *bp
-	var tailBuf [2 * len(doneText)]byte
-	tail := tailBuf[:0] // the last bytes, to see the [DONE] marker
-	first := true
+	var end tail
 	for {
 		n, err := resp.Body.Read(buf)
 		if n > 0 {
 			read := time.Now()
-			if first && resp.StatusCode == http.StatusOK {
-				p.metrics.FirstToken(pl.Candidate.Pool.PoolID, read.Sub(admitted))
-				first = false
+			if res.Obs.FirstByte.IsZero() {
+				res.Obs.FirstByte = read
+				if resp.StatusCode == http.StatusOK {
+					p.metrics.FirstToken(pl.Candidate.Pool.PoolID, read.Sub(admitted), predictedTTFT)
+				}
 			}
 			if _, werr := w.Write(buf[:n]); werr != nil {
-				p.metrics.TaskEnded("cancelled")
-				return Abandoned // client gone; its context cancels the engine request
+				// The client is gone; its context cancels the engine request.
+				res.Outcome, res.Err = Abandoned, werr
+				return res
 			}
 			if flusher != nil {
 				flusher.Flush()
 			}
 			p.metrics.ProxyOverhead(time.Since(read))
-			tail = keepTail(tail, buf[:n])
+			end.add(buf[:n])
 		}
 		if errors.Is(err, io.EOF) {
-			if stream && resp.StatusCode == http.StatusOK && !bytes.Contains(tail, doneMarker) {
+			res.Obs.End = time.Now()
+			switch {
+			case resp.StatusCode != http.StatusOK:
+				// The engine refused the request itself; the pool is fine.
+				p.metrics.TaskEnded("engine_error")
+				res.Outcome, res.Err = Abandoned, fmt.Errorf("engine answered %s", resp.Status)
+			case stream && !bytes.Contains(end.bytes(), doneMarker):
 				p.workerReset(w, flusher, errors.New("stream ended without [DONE]"))
-				return EngineFailed
+				res.Outcome, res.Err = EngineFailed, errors.New("stream ended without [DONE]")
+			default:
+				p.metrics.TaskEnded("completed")
+				res.Outcome = Succeeded
+				if t, ok := engine.LastTimings(end.bytes()); ok {
+					timingsObservation(&res.Obs, t)
+				}
 			}
-			p.metrics.TaskEnded(map[bool]string{true: "completed", false: "engine_error"}[resp.StatusCode == http.StatusOK])
-			if resp.StatusCode != http.StatusOK {
-				return Abandoned // the engine refused the request; the pool is fine
-			}
-			return Succeeded
+			return res
 		}
 		if err != nil {
+			res.Err = err
 			if resp.Request != nil && resp.Request.Context().Err() != nil {
 				p.metrics.TaskEnded("cancelled")
-				return Abandoned
+				res.Outcome = Abandoned
+				return res
 			}
 			if stream {
 				p.workerReset(w, flusher, err)
 			}
-			return EngineFailed
+			res.Outcome = EngineFailed
+			return res
 		}
 	}
 }

@@ -15,9 +15,6 @@ import (
 	"github.com/llorch/llorch/engine"
 )
 
-// CodeCancelled ends a task cancelled by its client.
-const CodeCancelled = "CANCELLED"
-
 // V2Request is what a v2 task asks of the engine.
 type V2Request struct {
 	Prompt    string
@@ -69,63 +66,48 @@ type endEvent struct {
 
 // Start runs the task in its own goroutine; the job must have been
 // submitted.
-func (r *Runner) Start(t *Task, j *Job, req V2Request, predicted time.Duration) {
-	go r.run(t, j, req, predicted)
+func (r *Runner) Start(t *Task, j *Job, req V2Request) {
+	go r.run(t, j, req)
 }
 
-func (r *Runner) run(t *Task, j *Job, req V2Request, predicted time.Duration) {
-	ctx := t.Context()
+func (r *Runner) run(t *Task, j *Job, req V2Request) {
 	admitted := time.Now()
-	retried := false
-	for {
-		p, apiErr, err := j.Wait(ctx)
-		if err != nil {
-			r.d.Abandon(j)
+	var ttft time.Duration
+	var final engine.CompletionChunk
+	pl, res, apiErr := r.d.Execute(t.Context(), j, t.SessionID, func(ctx context.Context, pl Placement) Result {
+		var res Result
+		res, ttft, final = r.stream(ctx, t, pl, req, admitted, j)
+		return res
+	})
+	if apiErr != nil {
+		if apiErr.Code == CodeCancelled {
 			r.cancelled(t)
 			return
 		}
-		if apiErr != nil {
-			t.Fail(apiErr)
-			r.metrics.TaskEnded(outcomeOf(apiErr.Code))
-			return
-		}
-		started := time.Now()
-		tokens, ttft, final, err := r.stream(ctx, t, p, req, admitted, predicted)
-		var refused *permanentError
-		switch {
-		case err == nil:
-			r.d.Release(p, t.SessionID, Succeeded, time.Since(started))
-			t.Emit("metrics", metricsEvent{
-				QueueWaitMS: p.Waited.Milliseconds(), TTFTMS: float64(ttft.Microseconds()) / 1000, PromptTokens: final.TokensEvaluated,
-				PromptMS: timing(final).PromptMS, PredictedPerSecond: timing(final).PredictedPerSecond, Retried: retried,
-			})
-			t.End(endEvent{TokensOut: tokens, DecodeTimeMS: time.Since(started).Milliseconds(), DecodeMS: timing(final).PredictedMS})
-			r.metrics.TaskEnded("completed")
-			return
-		case ctx.Err() != nil:
-			r.d.Release(p, t.SessionID, Abandoned, 0)
-			r.cancelled(t)
-			return
-		case errors.As(err, &refused):
-			r.d.Release(p, t.SessionID, Abandoned, 0)
-			t.Fail(&api.Error{Code: api.CodeInvalidParams, Message: refused.Error(), Engine: "llamacpp"})
-			r.metrics.TaskEnded("engine_error")
-			return
-		default:
-			r.d.Release(p, t.SessionID, EngineFailed, 0)
-			if tokens == 0 && !retried && r.d.Retry(j, p) {
-				// The engine failed before the first token: nothing reached
-				// the client, so the next-best pool can take the task.
-				r.log.Warn("engine failed before the first token: retrying on the next pool", "task_id", t.ID, "pool", p.Key(), "err", err)
-				retried = true
-				continue
-			}
-			r.log.Warn("engine lost", "task_id", t.ID, "pool", p.Key(), "tokens", tokens, "err", err)
-			t.Fail(&api.Error{Code: api.CodeWorkerReset, Message: "the engine serving the task was lost: " + err.Error(),
-				Engine: "llamacpp", Retriable: true, RetryAfterMS: 1000})
-			r.metrics.TaskEnded("worker_reset")
-			return
-		}
+		t.Fail(apiErr)
+		r.metrics.TaskEnded(outcomeOf(apiErr.Code))
+		return
+	}
+	var refused *permanentError
+	switch {
+	case res.Outcome == Succeeded:
+		tm := timing(final)
+		t.Emit("metrics", metricsEvent{
+			QueueWaitMS: pl.Waited.Milliseconds(), TTFTMS: float64(ttft.Microseconds()) / 1000, PromptTokens: final.TokensEvaluated,
+			PromptMS: tm.PromptMS, PredictedPerSecond: tm.PredictedPerSecond, Retried: pl.Retried,
+		})
+		t.End(endEvent{TokensOut: res.Obs.Tokens, DecodeTimeMS: res.Obs.End.Sub(res.Obs.Sent).Milliseconds(), DecodeMS: tm.PredictedMS})
+		r.metrics.TaskEnded("completed")
+	case t.Context().Err() != nil:
+		r.cancelled(t)
+	case errors.As(res.Err, &refused):
+		t.Fail(&api.Error{Code: api.CodeInvalidParams, Message: refused.Error(), Engine: "llamacpp"})
+		r.metrics.TaskEnded("engine_error")
+	default:
+		r.log.Warn("engine lost", "task_id", t.ID, "pool", pl.Key(), "tokens", res.Obs.Tokens, "err", res.Err)
+		t.Fail(&api.Error{Code: api.CodeWorkerReset, Message: "the engine serving the task was lost: " + res.Err.Error(),
+			Engine: "llamacpp", Retriable: true, RetryAfterMS: 1000})
+		r.metrics.TaskEnded("worker_reset")
 	}
 }
 
@@ -143,47 +125,62 @@ func timing(c engine.CompletionChunk) engine.Timings {
 }
 
 // stream runs the task on the placed engine, emitting started and token
-// events. It returns the tokens sent, the time to the first, and the
-// engine's final chunk.
-func (r *Runner) stream(ctx context.Context, t *Task, p Placement, req V2Request, admitted time.Time, predicted time.Duration) (tokens int, ttft time.Duration, final engine.CompletionChunk, err error) {
+// events. It returns the attempt's result, the task's time to first token
+// since admission, and the engine's final chunk.
+func (r *Runner) stream(ctx context.Context, t *Task, p Placement, req V2Request, admitted time.Time, j *Job) (res Result, ttft time.Duration, final engine.CompletionChunk) {
 	ctx, span := r.d.opts.Tracer.Start(ctx, "stream", trace.WithAttributes(
 		attribute.String("llorch.task_id", t.ID),
 		attribute.String("llorch.node_id", p.Candidate.NodeID),
 		attribute.String("llorch.pool_id", p.Candidate.Pool.PoolID)))
+	tokens := 0
 	defer func() {
 		span.SetAttributes(attribute.Int("llorch.tokens_out", tokens), attribute.Float64("llorch.ttft_ms", float64(ttft.Microseconds())/1000))
-		if err != nil {
-			span.RecordError(err)
-			span.SetStatus(codes.Error, err.Error())
+		if res.Err != nil {
+			span.RecordError(res.Err)
+			span.SetStatus(codes.Error, res.Err.Error())
 		}
 		span.End()
 	}()
 	c := &engine.Client{BaseURL: p.Candidate.Pool.URL, HTTP: r.engines, ReuseStreamConns: true}
 	first := func() {
-		t.Emit("started", startedEvent{QueuePosition: p.QueuePosition, PredictedStartMS: predicted.Milliseconds(),
+		t.Emit("started", startedEvent{QueuePosition: p.QueuePosition, PredictedStartMS: j.Predicted.Wait.Milliseconds(),
 			NodeID: p.Candidate.NodeID, PoolID: p.Candidate.Pool.PoolID})
 	}
-	final, err = c.Complete(ctx, engine.CompletionRequest{Prompt: req.Prompt, NPredict: req.MaxTokens, Seed: req.Seed},
+	res.Obs.Sent = time.Now()
+	final, err := c.Complete(ctx, engine.CompletionRequest{Prompt: req.Prompt, NPredict: req.MaxTokens, Seed: req.Seed},
 		func(ch engine.CompletionChunk) error {
 			if tokens == 0 {
 				first()
-				ttft = time.Since(admitted)
-				r.metrics.FirstToken(p.Candidate.Pool.PoolID, ttft)
+				res.Obs.FirstByte = time.Now()
+				ttft = res.Obs.FirstByte.Sub(admitted)
+				r.metrics.FirstToken(p.Candidate.Pool.PoolID, ttft, j.Predicted.TTFT)
+				res.Delivered = true
 			}
 			t.Emit("token", tokenEvent{T: ch.Content, I: tokens})
 			tokens++
 			return nil
 		}, nil)
-	if err == nil && tokens == 0 {
-		first() // a task that generated nothing still started
+	res.Obs.End = time.Now()
+	res.Obs.Tokens = tokens
+	if final.Timings != nil {
+		timingsObservation(&res.Obs, *final.Timings)
 	}
+	res.Err = err
 	var se *engine.StatusError
-	if errors.As(err, &se) && se.StatusCode == http.StatusBadRequest {
+	switch {
+	case err == nil:
+		if tokens == 0 {
+			first() // a task that generated nothing still started
+		}
+		res.Outcome = Succeeded
+	case errors.As(err, &se) && se.StatusCode == http.StatusBadRequest:
 		// The engine refused the request itself (e.g. context exceeded):
 		// another pool would refuse it too. Report it, no retry.
-		return tokens, ttft, final, &permanentError{se}
+		res.Outcome, res.Err = Abandoned, &permanentError{se}
+	default:
+		res.Outcome = EngineFailed
 	}
-	return tokens, ttft, final, err
+	return res, ttft, final
 }
 
 type permanentError struct{ err *engine.StatusError }

@@ -103,11 +103,10 @@ func (h *runnerHarness) start(t *testing.T, id string, req V2Request) *Task {
 	t.Helper()
 	task := NewTask(context.Background(), id, "")
 	job := NewJob(id, admission.Interactive, scheduler.Request{TaskID: id, Mode: "auto", AllowFallback: true}, time.Time{})
-	_, predicted, e := h.d.Submit(job)
-	if e != nil {
+	if _, _, e := h.d.Submit(job); e != nil {
 		t.Fatalf("submit: %v", e)
 	}
-	h.r.Start(task, job, req, predicted)
+	h.r.Start(task, job, req)
 	return task
 }
 
@@ -259,7 +258,7 @@ func TestRunnerEngineDiesMidStream(t *testing.T) {
 }
 
 func TestRunnerCancelFreesTheSlot(t *testing.T) {
-	sim := simEngine(t, simengine.Config{TokensPerSecond: 20, Slots: true})
+	sim := simEngine(t, simengine.Config{TokensPerSecond: 20})
 	h := newRunnerHarness(t, poolAt("pool-0", sim, 1))
 	task := h.start(t, "t1", V2Request{Prompt: "hello", MaxTokens: 1000})
 	waitFor(t, task, "token")
@@ -322,8 +321,13 @@ func TestRunnerContextExceededIsNotRetried(t *testing.T) {
 		t.Errorf("%d engine requests, want 1 (no retry)", n)
 	}
 	// The pool is fine: no quarantine.
+	failures := 0
 	h.d.mu.Lock()
-	failures := len(h.d.failures)
+	for _, b := range h.d.books {
+		if !b.failure.IsZero() {
+			failures++
+		}
+	}
 	h.d.mu.Unlock()
 	if failures != 0 {
 		t.Errorf("%d pools quarantined after a refusal of the request itself", failures)
@@ -334,9 +338,9 @@ func TestRunnerJobFailsWhileQueued(t *testing.T) {
 	sim := simEngine(t, simengine.Config{TokensPerSecond: 2000})
 	h := newRunnerHarness(t, poolAt("pool-0", sim, 1))
 	task := NewTask(context.Background(), "t1", "")
-	job := NewJob("t1", admission.Interactive, scheduler.Request{Mode: "auto"}, time.Now().Add(50*time.Millisecond))
+	job := NewJob("t1", admission.Interactive, scheduler.Request{Mode: "auto", MaxTokens: 1}, time.Now().Add(50*time.Millisecond))
 	// Hold the only slot so the job waits past its deadline.
-	holder := NewJob("holder", admission.Interactive, scheduler.Request{Mode: "auto"}, time.Time{})
+	holder := NewJob("holder", admission.Interactive, scheduler.Request{Mode: "auto", MaxTokens: 1}, time.Time{})
 	if _, _, e := h.d.Submit(holder); e != nil {
 		t.Fatal(e)
 	}
@@ -344,7 +348,7 @@ func TestRunnerJobFailsWhileQueued(t *testing.T) {
 	if _, _, e := h.d.Submit(job); e != nil {
 		t.Fatal(e)
 	}
-	h.r.Start(task, job, V2Request{Prompt: "x", MaxTokens: 1}, 0)
+	h.r.Start(task, job, V2Request{Prompt: "x", MaxTokens: 1})
 	if e := errorOf(t, collect(t, task)); e.Code != api.CodeDeadlineUnmet {
 		t.Errorf("error %+v, want DEADLINE_UNMET", e)
 	}

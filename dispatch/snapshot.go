@@ -3,7 +3,6 @@ package dispatch
 import (
 	"time"
 
-	"github.com/llorch/llorch/api"
 	"github.com/llorch/llorch/scheduler"
 	"github.com/llorch/llorch/utilization"
 )
@@ -20,10 +19,14 @@ type Versioned interface {
 // are never stale.
 const rebuildEvery = 100 * time.Millisecond
 
+// booksIdle is how long the book of a pool gone from the fleet, with
+// nothing in flight, is kept (its learned speed survives a short outage).
+const booksIdle = 10 * time.Minute
+
 // snapshot is the placement path's copy of the fleet: rebuilt when the
 // fleet changes (at most every rebuildEvery), utilisation refreshed when
-// its source has new readings, and this control plane's in-flight counts
-// and failures overlaid in O(pools touched). Guarded by passMu.
+// its source has new readings, and this control plane's books overlaid on
+// the pools whose books changed. Guarded by passMu.
 type snapshot struct {
 	built     time.Time
 	buildCost time.Duration // how long the last rebuild took
@@ -32,14 +35,14 @@ type snapshot struct {
 	utilValid bool
 	cands     []scheduler.Candidate
 	index     map[string]int // candidate key -> position
-	touched   []int          // positions carrying an overlay
+	waiting   []int          // positions with Waiting set
+	foreign   []int          // positions with Foreign set, to age out
 }
 
 // shared returns the snapshot's candidates with current overlays. Call
 // with passMu held; the slice is valid until the next call.
-func (d *Dispatcher) shared() []scheduler.Candidate {
+func (d *Dispatcher) shared(now time.Time) []scheduler.Candidate {
 	s := &d.snap
-	now := d.now()
 	v, versioned := d.opts.Fleet.(Versioned)
 	var fv uint64
 	if versioned {
@@ -50,9 +53,10 @@ func (d *Dispatcher) shared() []scheduler.Candidate {
 	every := max(rebuildEvery, 10*s.buildCost)
 	if s.cands == nil || !versioned || (fv != s.fleetVer && now.Sub(s.built) >= every) {
 		begin := time.Now()
-		s.rebuild(d.opts.Fleet.Candidates(), fv, now)
-		d.countSlots(s.cands)
+		d.rebuild(d.opts.Fleet.Candidates(), fv, now)
 		s.buildCost = time.Since(begin)
+	} else {
+		d.overlayDirty(now)
 	}
 	if d.opts.Util != nil {
 		uv, uVersioned := d.opts.Util.(utilization.Versioned)
@@ -68,52 +72,129 @@ func (d *Dispatcher) shared() []scheduler.Candidate {
 			s.utilVer, s.utilValid = ver, true
 		}
 	}
-	for _, i := range s.touched {
-		s.cands[i].InFlight, s.cands[i].RecentFailure = 0, time.Time{}
-	}
-	s.touched = s.touched[:0]
-	d.mu.Lock()
-	for k, n := range d.inflight {
-		if i, ok := s.index[k]; ok {
-			s.cands[i].InFlight = n
-			s.touched = append(s.touched, i)
-		}
-	}
-	for k, t := range d.failures {
-		if i, ok := s.index[k]; ok {
-			s.cands[i].RecentFailure = t
-			s.touched = append(s.touched, i)
-		}
-	}
-	d.mu.Unlock()
 	return s.cands
 }
 
-func (s *snapshot) rebuild(cands []scheduler.Candidate, version uint64, now time.Time) {
-	s.cands, s.fleetVer, s.built, s.utilValid = cands, version, now, false
-	s.touched = s.touched[:0]
-	s.index = make(map[string]int, len(cands))
+// rebuild replaces the candidates, dates the load their engines reported
+// against this control plane's own, and overlays every book. Call with
+// passMu held.
+func (d *Dispatcher) rebuild(cands []scheduler.Candidate, version uint64, now time.Time) {
+	s := &d.snap
+	index := make(map[string]int, len(cands))
 	for i := range cands {
-		s.index[cands[i].Key()] = i
+		index[cands[i].Key()] = i
 	}
-}
-
-// touch records that a placement changed a candidate's in-flight count, so
-// the next overlay resets it.
-func (s *snapshot) touch(c *scheduler.Candidate) {
-	if i, ok := s.index[c.Key()]; ok {
-		s.touched = append(s.touched, i)
-	}
-}
-
-// countSlots keeps the fleet's usable slots for wait predictions.
-func (d *Dispatcher) countSlots(cands []scheduler.Candidate) {
-	slots := 0
-	for i := range cands {
-		c := &cands[i]
-		if c.NodeStatus == api.StatusOnline && c.Pool.Ready && !c.Pool.Draining {
-			slots += c.Pool.SlotsTotal
+	// The jobs of the last pass still wait where they waited.
+	waiting := s.waiting[:0]
+	for _, i := range s.waiting {
+		if j, ok := index[s.cands[i].Key()]; ok && cands[j].Waiting == 0 {
+			cands[j].Waiting = s.cands[i].Waiting
+			waiting = append(waiting, j)
 		}
 	}
-	d.slots.Store(int64(slots))
+	s.cands, s.index, s.fleetVer, s.built, s.utilValid = cands, index, version, now, false
+	s.waiting, s.foreign = waiting, s.foreign[:0]
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for i := range cands {
+		c := &cands[i]
+		if !c.Pool.SlotsObservedAt.IsZero() {
+			d.dateReport(c)
+		}
+	}
+	for k, b := range d.books {
+		i, ok := s.index[k]
+		if !ok {
+			if b.inflight == 0 && now.Sub(b.lastUsed) > booksIdle {
+				delete(d.books, k)
+			}
+			continue
+		}
+		b.overlay(&cands[i], now)
+		if cands[i].Foreign > 0 {
+			s.foreign = append(s.foreign, i)
+		}
+	}
+	clear(d.dirty)
+}
+
+// dateReport takes a new report of c's engines into its book: the load
+// they reported beyond what this control plane had in flight there at the
+// moment they were polled is foreign, counted until ForeignTTL after that
+// moment. Call with mu held.
+func (d *Dispatcher) dateReport(c *scheduler.Candidate) {
+	at := c.Pool.SlotsObservedAt
+	reported := max(0, c.Pool.SlotsTotal-c.Pool.SlotsFree) + max(0, c.Pool.RequestsDeferred)
+	b, ok := d.books[c.Key()]
+	if !ok {
+		if reported == 0 {
+			return // nothing foreign, nothing of ours: no book needed
+		}
+		b = d.book(c.Key())
+	}
+	if !at.After(b.reportAt) {
+		return // seen already
+	}
+	b.reportAt = at
+	// Tasks sent just before the poll may not have reached the engine,
+	// tasks ended just before it may still hold their slot there: take
+	// the most this control plane had in flight around the moment.
+	ours, known := b.history.peakOver(d.bucket(at)-1, d.bucket(at)+1)
+	if !known {
+		b.foreign = 0 // older than the history: cannot tell, and stale anyway
+		return
+	}
+	b.foreign = max(0, reported-ours)
+	b.foreignUntil = at.Add(d.opts.ForeignTTL)
+}
+
+// overlayDirty writes the books changed since the last overlay onto their
+// candidates, and ages out foreign load. Call with passMu held.
+func (d *Dispatcher) overlayDirty(now time.Time) {
+	s := &d.snap
+	d.mu.Lock()
+	for k := range d.dirty {
+		if i, ok := s.index[k]; ok {
+			had := s.cands[i].Foreign > 0
+			d.books[k].overlay(&s.cands[i], now)
+			if !had && s.cands[i].Foreign > 0 {
+				s.foreign = append(s.foreign, i)
+			}
+		}
+	}
+	clear(d.dirty)
+	d.mu.Unlock()
+	if len(s.foreign) == 0 {
+		return
+	}
+	kept := s.foreign[:0]
+	for _, i := range s.foreign {
+		c := &s.cands[i]
+		if c.Foreign == 0 {
+			continue
+		}
+		d.mu.Lock()
+		if b, ok := d.books[c.Key()]; ok && now.Before(b.foreignUntil) {
+			kept = append(kept, i)
+		} else {
+			c.Foreign = 0
+		}
+		d.mu.Unlock()
+	}
+	s.foreign = kept
+}
+
+// clearWaiting forgets the last pass's waiting jobs.
+func (s *snapshot) clearWaiting() {
+	for _, i := range s.waiting {
+		s.cands[i].Waiting = 0
+	}
+	s.waiting = s.waiting[:0]
+}
+
+// touchWaiting records that a job now waits for c.
+func (s *snapshot) touchWaiting(c *scheduler.Candidate) {
+	if i, ok := s.index[c.Key()]; ok {
+		s.waiting = append(s.waiting, i)
+	}
 }

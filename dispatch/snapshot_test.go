@@ -50,11 +50,11 @@ func newSnapshotDispatcher(t *testing.T, f *versionedFleet, util *countingUtil) 
 	t.Helper()
 	now := time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC)
 	d, err := New(Options{Fleet: f, Util: util, Queue: admission.New(16, admission.Reject), Logger: quiet,
-		Scheduling: scheduler.Options{StaleAfter: time.Minute, Quarantine: time.Minute}})
+		Scheduling: scheduler.Options{StaleAfter: time.Minute, Quarantine: time.Minute},
+		Now:        func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.now = func() time.Time { return now }
 	return d, &now
 }
 
@@ -89,13 +89,13 @@ func TestCachedSnapshotKeepsInFlightRight(t *testing.T) {
 	if d.opts.Queue.Position("b") != 0 {
 		t.Fatal("b was placed on a busy slot")
 	}
-	d.Release(first, "", Succeeded, time.Millisecond)
+	d.Release(first, "", Succeeded, Observation{})
 	d.pass()
 	second, e, err := j.Wait(context.Background())
 	if err != nil || e != nil {
 		t.Fatalf("b after the release: %v %v", e, err)
 	}
-	d.Release(second, "", Succeeded, time.Millisecond)
+	d.Release(second, "", Succeeded, Observation{})
 	// Both released: the cached candidate shows the slot free again.
 	place(t, d, "c")
 	if n := f.builds.Load(); n != 1 {
@@ -111,7 +111,7 @@ func TestSnapshotRebuildsAfterChangesAtMostEveryInterval(t *testing.T) {
 	util := &countingUtil{}
 	d, now := newSnapshotDispatcher(t, f, util)
 	p := place(t, d, "a")
-	d.Release(p, "", Succeeded, time.Millisecond)
+	d.Release(p, "", Succeeded, Observation{})
 	getsAfterFirst := util.gets
 
 	// The pool drains; the fleet says it changed.
@@ -119,7 +119,7 @@ func TestSnapshotRebuildsAfterChangesAtMostEveryInterval(t *testing.T) {
 	f.version.Add(1)
 	*now = now.Add(rebuildEvery / 2)
 	p = place(t, d, "b") // within the interval: the old snapshot stands
-	d.Release(p, "", Succeeded, time.Millisecond)
+	d.Release(p, "", Succeeded, Observation{})
 	if f.builds.Load() != 1 {
 		t.Fatalf("rebuilt within %v of the last build", rebuildEvery)
 	}
@@ -144,7 +144,7 @@ func TestSnapshotRebuildsAfterChangesAtMostEveryInterval(t *testing.T) {
 	util.version++
 	util.mu.Unlock()
 	d.passMu.Lock()
-	d.shared()
+	d.shared(d.now())
 	d.passMu.Unlock()
 	if util.gets == gets || f.builds.Load() != 2 {
 		t.Fatalf("after a utilisation version: gets %d->%d, builds %d", gets, util.gets, f.builds.Load())
@@ -159,16 +159,16 @@ func TestSnapshotRebuildsNoMoreOftenThanTenBuildTimes(t *testing.T) {
 	d, now := newSnapshotDispatcher(t, f, &countingUtil{})
 	d.passMu.Lock()
 	defer d.passMu.Unlock()
-	d.shared()
+	d.shared(d.now())
 	d.snap.buildCost = time.Second // as if listing the fleet took 1 s
 	f.version.Add(1)
 	*now = now.Add(5 * time.Second)
-	d.shared()
+	d.shared(d.now())
 	if f.builds.Load() != 1 {
 		t.Fatal("rebuilt 5 s after a 1 s build")
 	}
 	*now = now.Add(5 * time.Second)
-	d.shared()
+	d.shared(d.now())
 	if f.builds.Load() != 2 {
 		t.Fatal("not rebuilt 10 s after a 1 s build")
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -234,17 +235,33 @@ func TestStoreRunStopsWithItsContext(t *testing.T) {
 	}
 }
 
-func TestKeepTailSeesAMarkerSplitAcrossReads(t *testing.T) {
-	var buf [2 * len(doneText)]byte
-	tail := buf[:0]
-	for _, chunk := range []string{"data: {\"x\":1}\n\ndata: [DO", "NE]\n\n"} {
-		tail = keepTail(tail, []byte(chunk))
-	}
-	if !bytes.Contains(tail, doneMarker) || len(tail) > cap(buf) {
-		t.Fatalf("tail %q", tail)
-	}
-	long := bytes.Repeat([]byte("x"), 100)
-	if tail = keepTail(tail, long); len(tail) != cap(buf) || bytes.Contains(tail, doneMarker) {
-		t.Fatalf("after a long read, tail %q", tail)
+func TestTailKeepsTheAnswersEnd(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		chunks []string
+		want   string // the end of tail's bytes
+		done   bool
+	}{
+		{"marker split across reads", []string{"data: {\"x\":1}\n\ndata: [DO", "NE]\n\n"}, "data: [DONE]\n\n", true},
+		{"one read longer than the tail", []string{strings.Repeat("x", 3*tailSize) + "data: [DONE]"}, "x" + doneText, true},
+		{"marker pushed out by a long read", []string{"data: [DONE]", strings.Repeat("y", tailSize)}, "yyy", false},
+		{"many small reads wrap the buffer", slices.Repeat([]string{"data: {\"t\":\"tok\"}\n\n"}, 500), "{\"t\":\"tok\"}\n\n", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var end tail
+			for _, c := range tc.chunks {
+				end.add([]byte(c))
+			}
+			got := end.bytes()
+			if len(got) > 2*tailSize || !bytes.HasSuffix(got, []byte(tc.want)) {
+				t.Fatalf("tail (%d bytes) ends %q, want %q", len(got), got[max(0, len(got)-40):], tc.want)
+			}
+			if len(got) < min(tailSize, len(strings.Join(tc.chunks, ""))) {
+				t.Errorf("tail kept %d bytes, want at least %d", len(got), tailSize)
+			}
+			if bytes.Contains(got, doneMarker) != tc.done {
+				t.Errorf("marker seen = %v, want %v", !tc.done, tc.done)
+			}
+		})
 	}
 }

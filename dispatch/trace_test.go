@@ -51,8 +51,11 @@ func TestPlacementSpan(t *testing.T) {
 		attrs["llorch.runner_up"].AsString() != "n1/pool-b" || attrs["llorch.candidates.feasible"].AsInt64() != 2 {
 		t.Errorf("attributes %v", attrs)
 	}
-	if _, ok := attrs["llorch.placed.score.free-slots"]; !ok {
+	if _, ok := attrs["llorch.placed.score.expected-latency"]; !ok {
 		t.Errorf("no score components in %v", attrs)
+	}
+	if attrs["llorch.placed.expected_latency_ms"].AsFloat64() <= 0 || attrs["llorch.placed.speed_source"].AsString() != "prior" {
+		t.Errorf("no expected latency in %v", attrs)
 	}
 	if len(h.d.Scorers()) == 0 {
 		t.Error("no scorers")

@@ -101,3 +101,22 @@ func FuzzCompleteStream(f *testing.F) {
 		}
 	})
 }
+
+// FuzzLastTimings: whatever the end of an answer holds, the timings parser
+// neither panics nor reports timings that the bytes do not contain.
+func FuzzLastTimings(f *testing.F) {
+	for _, name := range []string{"chat_stream.txt", "chat_nostream.txt", "v1_completions.txt", "completion_stream.txt"} {
+		f.Add(loadRecording(f, name).body)
+	}
+	f.Add([]byte(`"timings":{"predicted_n":`))
+	f.Add([]byte(`"timings":"x"`))
+	f.Fuzz(func(t *testing.T, tail []byte) {
+		tm, ok := engine.LastTimings(tail)
+		if !ok && tm != (engine.Timings{}) {
+			t.Fatalf("not ok but timings %+v", tm)
+		}
+		if ok && !bytes.Contains(tail, []byte(`"timings":`)) {
+			t.Fatalf("timings %+v from bytes without any", tm)
+		}
+	})
+}

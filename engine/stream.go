@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -190,4 +191,23 @@ func (c *Client) ChatStream(ctx context.Context, body map[string]any, onChunk fu
 			return err
 		}
 	}
+}
+
+// timingsKey starts llama-server's timings object, which ends every
+// answer: the last chunk of a stream, the end of a non-streamed body.
+var timingsKey = []byte(`"timings":`)
+
+// LastTimings finds the last timings object in tail, the end of an
+// engine's answer as a proxy passed it through. ok is false when there is
+// none, or it was cut.
+func LastTimings(tail []byte) (t Timings, ok bool) {
+	i := bytes.LastIndex(tail, timingsKey)
+	if i < 0 {
+		return Timings{}, false
+	}
+	dec := json.NewDecoder(bytes.NewReader(tail[i+len(timingsKey):]))
+	if err := dec.Decode(&t); err != nil {
+		return Timings{}, false
+	}
+	return t, true
 }

@@ -52,7 +52,7 @@ func fleet(nodes, pools int) []scheduler.Candidate {
 
 func benchRequest() scheduler.Request {
 	return scheduler.Request{
-		TaskID: "t", SessionID: "s", Model: "llama-8b", VRAMBytes: 8 * benchGiB, Mode: "auto",
+		TaskID: "t", SessionID: "s", Model: "llama-8b", PromptTokens: 200, MaxTokens: 128, Mode: "auto",
 		AvoidPools: []string{"gpu-node-0007.cluster.example.com/pool-1", "pool-9"}, AllowFallback: true,
 	}
 }
@@ -69,7 +69,7 @@ func BenchmarkScheduleExplain(b *testing.B) { benchSchedule(b, 1000, false) }
 func BenchmarkSchedule100(b *testing.B) { benchSchedule(b, 100, true) }
 
 func benchSchedule(b *testing.B, nodes int, sampled bool) {
-	fw, err := scheduler.NewDefault(scheduler.Options{StaleAfter: staleAfter, Quarantine: 30 * time.Second, RequireFreeSlot: true})
+	fw, err := scheduler.NewDefault(scheduler.Options{StaleAfter: staleAfter, Quarantine: 30 * time.Second})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -78,8 +78,8 @@ func benchSchedule(b *testing.B, nodes int, sampled bool) {
 	}
 	cands := fleet(nodes, 4)
 	req := benchRequest()
-	affinity := "gpu-node-0003.cluster.example.com/pool-2"
-	d, err := fw.Schedule(now, &req, cands, affinity)
+	hints := scheduler.Hints{AffinityPool: "gpu-node-0003.cluster.example.com/pool-2", TaskTokens: 200}
+	d, err := fw.Schedule(now, &req, cands, hints)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -88,7 +88,7 @@ func benchSchedule(b *testing.B, nodes int, sampled bool) {
 	b.ReportAllocs()
 	for b.Loop() {
 		start := time.Now()
-		d, err := fw.Schedule(now, &req, cands, affinity)
+		d, err := fw.Schedule(now, &req, cands, hints)
 		durs = append(durs, time.Since(start))
 		if err != nil {
 			b.Fatal(err)
@@ -111,7 +111,7 @@ func BenchmarkFilter(b *testing.B) {
 	state := &scheduler.State{Now: now, StaleAfter: staleAfter}
 	for _, f := range []scheduler.FilterPlugin{
 		scheduler.Ready{}, scheduler.Model{}, scheduler.Placement{}, scheduler.DeviceMask{},
-		scheduler.VRAM{}, scheduler.Quarantine{Window: 30 * time.Second}, scheduler.Capacity{},
+		scheduler.Quarantine{Window: 30 * time.Second},
 	} {
 		b.Run(f.Name(), func(b *testing.B) {
 			b.ReportAllocs()
@@ -129,9 +129,9 @@ func BenchmarkFilter(b *testing.B) {
 func BenchmarkScore(b *testing.B) {
 	cands := fleet(250, 4)
 	req := benchRequest()
-	state := &scheduler.State{Now: now, StaleAfter: staleAfter, MaxTokenRate: 100, AffinityPool: "gpu-node-0003.cluster.example.com/pool-2"}
+	state := &scheduler.State{Now: now, StaleAfter: staleAfter, BestLatency: time.Second, AffinityPool: "gpu-node-0003.cluster.example.com/pool-2"}
 	for _, s := range []scheduler.ScorePlugin{
-		scheduler.FreeSlots{}, scheduler.EngineQueue{}, scheduler.TokenRate{}, scheduler.GPUUtilization{},
+		scheduler.ExpectedLatency{}, scheduler.GPUUtilization{},
 		scheduler.FreeVRAM{}, scheduler.SessionAffinity{}, scheduler.Prefer{},
 	} {
 		b.Run(s.Name(), func(b *testing.B) {

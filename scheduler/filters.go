@@ -1,7 +1,6 @@
 package scheduler
 
 import (
-	"math"
 	"slices"
 	"time"
 
@@ -14,9 +13,7 @@ const (
 	ModelName      = "model"
 	PlacementName  = "placement"
 	DeviceMaskName = "device-mask"
-	VRAMName       = "vram"
 	QuarantineName = "quarantine"
-	CapacityName   = "capacity"
 )
 
 // The built-in filters' verdicts, built once so that rejecting a candidate
@@ -31,9 +28,7 @@ var (
 	unfitNotThePinnedPool      = Unfit("not the pinned pool")
 	unfitNotAPreferredPool     = Unfit("not a preferred pool")
 	unfitDeviceMaskDiffers     = Unfit("device mask differs")
-	unfitNotEnoughVRAM         = Unfit("not enough free VRAM")
 	unfitRecentDispatchFailure = Unfit("recent dispatch failure")
-	unfitNoFreeSlot            = Unfit("no free slot")
 )
 
 // Ready keeps pools that are ready, not draining, on online nodes.
@@ -119,38 +114,6 @@ func (DeviceMask) Filter(_ *State, req *Request, c *Candidate) *Status {
 	return unfitDeviceMaskDiffers
 }
 
-// VRAM drops pools whose GPUs lack the free memory the task needs. Unknown
-// free memory passes: missing metrics never read as "full".
-type VRAM struct{}
-
-var _ FilterPlugin = VRAM{}
-
-// Name implements FilterPlugin.
-func (VRAM) Name() string { return VRAMName }
-
-// Filter implements FilterPlugin.
-func (VRAM) Filter(state *State, req *Request, c *Candidate) *Status {
-	if req.VRAMBytes == 0 {
-		return nil
-	}
-	free, ok := freeVRAM(state, c)
-	if !ok || free >= float64(req.VRAMBytes) {
-		return nil
-	}
-	return unfitNotEnoughVRAM
-}
-
-// freeVRAM is the freshest free-memory figure: scraped, else the heartbeat's.
-func freeVRAM(state *State, c *Candidate) (float64, bool) {
-	if state.Fresh(c.Util) && !math.IsNaN(c.Util.FreeVRAMBytes) {
-		return c.Util.FreeVRAMBytes, true
-	}
-	if c.Pool.VRAMTotalBytes > 0 {
-		return float64(c.Pool.VRAMFreeBytes), true
-	}
-	return 0, false
-}
-
 // Quarantine drops pools whose last dispatch failed within Window, so tasks
 // avoid a node that died mid-stream before its heartbeats time out.
 type Quarantine struct{ Window time.Duration }
@@ -166,22 +129,4 @@ func (q Quarantine) Filter(state *State, _ *Request, c *Candidate) *Status {
 		return unfitRecentDispatchFailure
 	}
 	return nil
-}
-
-// Capacity keeps pools with a free slot. The dispatcher uses it so tasks
-// wait in the control plane's prioritised queue rather than in an engine's
-// FIFO; explanations show it too.
-type Capacity struct{}
-
-var _ FilterPlugin = Capacity{}
-
-// Name implements FilterPlugin.
-func (Capacity) Name() string { return CapacityName }
-
-// Filter implements FilterPlugin.
-func (Capacity) Filter(_ *State, _ *Request, c *Candidate) *Status {
-	if c.FreeSlots() > 0 {
-		return nil
-	}
-	return unfitNoFreeSlot
 }

@@ -10,7 +10,6 @@ import (
 )
 
 func TestFilters(t *testing.T) {
-	const gib = 1 << 30
 	p0 := func() *schedtest.CandidateWrapper { return schedtest.Pool("pool-0").Node("n1").Slots(4, 4).Models("m") }
 	cases := []struct {
 		name   string
@@ -63,23 +62,6 @@ func TestFilters(t *testing.T) {
 		{"device mask: differs", scheduler.DeviceMask{}, scheduler.Request{DeviceMask: "1"}, p0().DeviceMask("0,1").Obj(), "device mask differs"},
 		{"device mask: pool on all GPUs", scheduler.DeviceMask{}, scheduler.Request{DeviceMask: "0"}, p0().Obj(), "device mask differs"},
 
-		// VRAM.
-		{"vram: no need", scheduler.VRAM{}, scheduler.Request{}, p0().FreeVRAM(40*gib, 0).Obj(), ""},
-		{"vram: fresh scrape below need", scheduler.VRAM{}, scheduler.Request{VRAMBytes: 8 * gib},
-			p0().FreeVRAM(40*gib, 40*gib).Util(schedtest.Util(fresh).VRAM(4 * gib).Obj()).Obj(), "not enough free VRAM"},
-		{"vram: fresh scrape meets need exactly", scheduler.VRAM{}, scheduler.Request{VRAMBytes: 8 * gib},
-			p0().FreeVRAM(40*gib, 0).Util(schedtest.Util(fresh).VRAM(8 * gib).Obj()).Obj(), ""},
-		{"vram: stale scrape falls back to heartbeat (fits)", scheduler.VRAM{}, scheduler.Request{VRAMBytes: 8 * gib},
-			p0().FreeVRAM(40*gib, 30*gib).Util(schedtest.Util(old).VRAM(0).Obj()).Obj(), ""},
-		{"vram: stale scrape falls back to heartbeat (unfit)", scheduler.VRAM{}, scheduler.Request{VRAMBytes: 8 * gib},
-			p0().FreeVRAM(40*gib, 4*gib).Util(schedtest.Util(old).VRAM(40 * gib).Obj()).Obj(), "not enough free VRAM"},
-		{"vram: fresh scrape without VRAM uses heartbeat", scheduler.VRAM{}, scheduler.Request{VRAMBytes: 8 * gib},
-			p0().FreeVRAM(40*gib, 4*gib).Util(schedtest.Util(fresh).GPU(0.5).Obj()).Obj(), "not enough free VRAM"},
-		{"vram: heartbeat only", scheduler.VRAM{}, scheduler.Request{VRAMBytes: 8 * gib}, p0().FreeVRAM(40*gib, 9*gib).Obj(), ""},
-		{"vram: unknown passes", scheduler.VRAM{}, scheduler.Request{VRAMBytes: 8 * gib}, p0().Obj(), ""},
-		{"vram: unknown with stale scrape passes", scheduler.VRAM{}, scheduler.Request{VRAMBytes: 8 * gib},
-			p0().Util(schedtest.Util(old).VRAM(0).Obj()).Obj(), ""},
-
 		// Quarantine.
 		{"quarantine: never failed", scheduler.Quarantine{Window: 30 * time.Second}, scheduler.Request{}, p0().Obj(), ""},
 		{"quarantine: failed within window", scheduler.Quarantine{Window: 30 * time.Second}, scheduler.Request{},
@@ -89,13 +71,6 @@ func TestFilters(t *testing.T) {
 		{"quarantine: failed long ago", scheduler.Quarantine{Window: 30 * time.Second}, scheduler.Request{},
 			p0().Failed(now.Add(-time.Hour)).Obj(), ""},
 		{"quarantine: no window", scheduler.Quarantine{}, scheduler.Request{}, p0().Failed(now).Obj(), ""},
-
-		// Capacity.
-		{"capacity: free slot", scheduler.Capacity{}, scheduler.Request{}, p0().Slots(4, 1).Obj(), ""},
-		{"capacity: reported full", scheduler.Capacity{}, scheduler.Request{}, p0().Slots(4, 0).Obj(), "no free slot"},
-		{"capacity: in flight fills the gap", scheduler.Capacity{}, scheduler.Request{}, p0().Slots(4, 3).InFlight(4).Obj(), "no free slot"},
-		{"capacity: in flight below reported busy", scheduler.Capacity{}, scheduler.Request{}, p0().Slots(4, 1).InFlight(2).Obj(), ""},
-		{"capacity: no slots", scheduler.Capacity{}, scheduler.Request{}, p0().Slots(0, 0).Obj(), "no free slot"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -106,23 +81,32 @@ func TestFilters(t *testing.T) {
 	}
 }
 
-func TestFreeSlots(t *testing.T) {
+func TestFreeSlotsAndRoom(t *testing.T) {
 	cases := []struct {
-		total, free, inFlight, want int
+		total, inFlight, foreign, waiting int
+		free                              int
+		room, roomWithBacklog2            bool
 	}{
-		{4, 4, 0, 4},
-		{4, 1, 0, 1},
-		{4, 4, 3, 1}, // dispatched since the heartbeat
-		{4, 1, 2, 1}, // the heartbeat already counts them
-		{4, 2, 3, 1},
-		{4, 0, 6, 0},
-		{4, 4, 9, 0}, // never negative
-		{0, 0, 0, 0},
+		{4, 0, 0, 0, 4, true, true},
+		{4, 3, 0, 0, 1, true, true},
+		{4, 2, 1, 0, 1, true, true},  // another client's task
+		{4, 2, 0, 1, 1, true, true},  // a task held here for the pool
+		{4, 4, 0, 0, 0, false, true}, // full; the engine may queue two
+		{4, 4, 1, 1, 0, false, false},
+		{4, 9, 0, 0, 0, false, false}, // never negative
+		{0, 0, 0, 0, 0, false, true},
 	}
 	for _, tc := range cases {
-		c := schedtest.Pool("p").Slots(tc.total, tc.free).InFlight(tc.inFlight).Obj()
-		if got := c.FreeSlots(); got != tc.want {
-			t.Errorf("Slots(%d, %d) InFlight %d: FreeSlots %d, want %d", tc.total, tc.free, tc.inFlight, got, tc.want)
+		c := schedtest.Pool("p").Slots(tc.total, tc.total).InFlight(tc.inFlight).Obj()
+		c.Foreign, c.Waiting = tc.foreign, tc.waiting
+		if got := c.FreeSlots(); got != tc.free {
+			t.Errorf("%+v: FreeSlots %d, want %d", tc, got, tc.free)
+		}
+		if got := c.HasRoom(0); got != tc.room {
+			t.Errorf("%+v: HasRoom(0) %v", tc, got)
+		}
+		if got := c.HasRoom(2); got != tc.roomWithBacklog2 {
+			t.Errorf("%+v: HasRoom(2) %v", tc, got)
 		}
 	}
 }

@@ -95,6 +95,8 @@ type Ranked struct {
 	Total     int64
 	// Components are the weighted scores, in the framework's scorer order.
 	Components []int64
+	// Estimate is the task's expected latency on the candidate.
+	Estimate Estimate
 }
 
 // Rejected is one infeasible candidate and why.
@@ -140,10 +142,22 @@ func (d *Decision) Best() (*Candidate, bool) {
 // ErrNoCandidates is wrapped when no candidate passes the filters.
 var ErrNoCandidates = errors.New("no pool can take the task")
 
-// Schedule filters and scores candidates for req. affinityPool is the key
-// of the pool that served req's session last ("" if none).
-func (f *Framework) Schedule(now time.Time, req *Request, cands []Candidate, affinityPool string) (*Decision, error) {
-	state := &State{Now: now, StaleAfter: f.stale, AffinityPool: affinityPool}
+// Hints are what the caller knows that a decision may use.
+type Hints struct {
+	// AffinityPool is the key of the pool that served the request's
+	// session last ("" if none).
+	AffinityPool string
+	// TaskTokens is the fleet's mean task length, for requests without
+	// max_tokens (0: DefaultTaskTokens).
+	TaskTokens int
+	// Prior is the speed assumed of pools never measured (zero fields:
+	// the defaults).
+	Prior Speed
+}
+
+// Schedule filters and scores candidates for req.
+func (f *Framework) Schedule(now time.Time, req *Request, cands []Candidate, hints Hints) (*Decision, error) {
+	state := &State{Now: now, StaleAfter: f.stale, AffinityPool: hints.AffinityPool, TaskTokens: hints.TaskTokens, Prior: hints.Prior}
 	if len(req.AvoidPools) > 0 {
 		state.avoid = newPoolSet(req.AvoidPools)
 	}
@@ -174,9 +188,10 @@ func (f *Framework) Schedule(now time.Time, req *Request, cands []Candidate, aff
 			}
 			continue
 		}
-		d.Ranked = append(d.Ranked, Ranked{Candidate: c})
-		if state.Fresh(c.Util) && !math.IsNaN(c.Util.TokenRate) {
-			state.MaxTokenRate = math.Max(state.MaxTokenRate, c.Util.TokenRate)
+		est := state.Estimate(req, c)
+		d.Ranked = append(d.Ranked, Ranked{Candidate: c, Estimate: est})
+		if state.BestLatency <= 0 || est.Latency < state.BestLatency {
+			state.BestLatency = est.Latency
 		}
 	}
 	if f.sample {
@@ -272,11 +287,14 @@ func (f *Framework) runFilters(state *State, req *Request, c *Candidate) (string
 	return "", nil
 }
 
-// better orders by total score, then the deterministic tie-break: more free
-// slots, then node id, then pool id.
+// better orders by total score, then the deterministic tie-break: lower
+// expected latency, more free slots, then node id, then pool id.
 func better(a, b *Ranked) bool {
 	if a.Total != b.Total {
 		return a.Total > b.Total
+	}
+	if a.Estimate.Latency != b.Estimate.Latency {
+		return a.Estimate.Latency < b.Estimate.Latency
 	}
 	if fa, fb := a.Candidate.FreeSlots(), b.Candidate.FreeSlots(); fa != fb {
 		return fa > fb

@@ -52,7 +52,7 @@ func TestWeightsMultiply(t *testing.T) {
 		t.Fatal(err)
 	}
 	cands := []scheduler.Candidate{schedtest.Pool("p").Node("n1").Obj(), schedtest.Pool("p").Node("n2").Obj()}
-	d, err := fw.Schedule(now, &scheduler.Request{}, cands, "")
+	d, err := fw.Schedule(now, &scheduler.Request{}, cands, scheduler.Hints{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,29 +82,40 @@ func TestWeightsMultiply(t *testing.T) {
 }
 
 // TestDefaultRanking checks the default plugin set end to end: component
-// consistency, and the order a plain reading of the fleet expects.
+// consistency, and that expected latency decides, with affinity and
+// preference as adjustments.
 func TestDefaultRanking(t *testing.T) {
 	fw, err := scheduler.NewDefault(scheduler.Options{StaleAfter: staleAfter})
 	if err != nil {
 		t.Fatal(err)
 	}
 	const gib = 1 << 30
-	p := func(node string) *schedtest.CandidateWrapper {
-		return schedtest.Pool("pool-0").Node(node).Models("m").FreeVRAM(80*gib, 80*gib).GPUs(0)
+	p := func(node string, tps float64, service time.Duration) *schedtest.CandidateWrapper {
+		return schedtest.Pool("pool-0").Node(node).Models("m").Slots(4, 4).FreeVRAM(80*gib, 80*gib).GPUs(0).
+			Speed(scheduler.Speed{DecodeTPS: tps, FirstToken: 10 * time.Millisecond, Service: service, Samples: 10})
 	}
 	cands := []scheduler.Candidate{
-		p("busy").Slots(4, 1).GPUs(0.9).Util(schedtest.Util(fresh).GPU(0.9).Queue(1, 3).TokenRate(40).Obj()).Obj(),
-		p("idle").Slots(4, 4).Util(schedtest.Util(fresh).GPU(0).Queue(0, 0).TokenRate(50).Obj()).Obj(),
-		p("almost").Slots(4, 3).Util(schedtest.Util(fresh).GPU(0.1).Queue(0, 1).TokenRate(50).Obj()).Obj(),
-		p("half").Slots(4, 2).Util(schedtest.Util(fresh).GPU(0.5).Queue(0, 2).TokenRate(50).Obj()).Obj(),
-		p("full").Slots(4, 0).Util(schedtest.Util(fresh).GPU(1).Queue(4, 4).TokenRate(50).Obj()).Obj(),
+		p("half", 50, 640*time.Millisecond).InFlight(2).GPUs(0.5).Obj(), // 630 ms, a busier GPU
+		p("slow-idle", 10, 3*time.Second).Obj(),                         // 3,110 ms
+		p("idle", 50, 640*time.Millisecond).Obj(),                       // 630 ms
+		// 8 tasks ahead on 4 slots: 5 × 640 ms / 4 of waiting, 1,430 ms.
+		p("full", 50, 640*time.Millisecond).InFlight(4).Foreign(4).Obj(),
+		// every slot busy on 72 ms tasks: 18 ms of waiting, 90 ms.
+		p("fast-busy", 500, 72*time.Millisecond).InFlight(4).Obj(),
 	}
-	d, err := fw.Schedule(now, &scheduler.Request{Model: "m"}, cands, "")
+	req := scheduler.Request{Model: "m", MaxTokens: 32}
+	d, err := fw.Schedule(now, &req, cands, scheduler.Hints{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := keys(d), []string{"idle/pool-0", "almost/pool-0", "half/pool-0", "busy/pool-0", "full/pool-0"}; !slices.Equal(got, want) {
+	if got, want := keys(d), []string{"fast-busy/pool-0", "idle/pool-0", "half/pool-0", "full/pool-0", "slow-idle/pool-0"}; !slices.Equal(got, want) {
 		t.Errorf("ranking %v, want %v", got, want)
+	}
+	wantMS := map[string]int64{"fast-busy": 90, "idle": 630, "half": 630, "full": 1430, "slow-idle": 3110}
+	for _, r := range d.Ranked {
+		if got := r.Estimate.Latency.Milliseconds(); got != wantMS[r.Candidate.NodeID] {
+			t.Errorf("%s: expected latency %d ms, want %d", r.Candidate.NodeID, got, wantMS[r.Candidate.NodeID])
+		}
 	}
 	scorers := fw.Scorers()
 	for i, r := range d.Ranked {
@@ -127,22 +138,37 @@ func TestDefaultRanking(t *testing.T) {
 		}
 	}
 
-	// Affinity and preference outweigh a small difference in load.
-	for _, req := range []scheduler.Request{
-		{Model: "m", SessionID: "s"},
-		{Model: "m", Mode: "prefer", PreferPools: []string{"almost/pool-0"}, AllowFallback: true},
+	// Among pools of equal latency, affinity and preference decide; they
+	// do not make a task wait 7× longer.
+	for _, tc := range []struct {
+		req      scheduler.Request
+		affinity string
+		want     string
+	}{
+		{scheduler.Request{Model: "m", MaxTokens: 32, SessionID: "s"}, "half/pool-0", "fast-busy"},
+		{scheduler.Request{Model: "m", MaxTokens: 32, Mode: "prefer", PreferPools: []string{"half/pool-0"}, AllowFallback: true}, "", "half"},
+		{scheduler.Request{Model: "m", MaxTokens: 32, Mode: "prefer", PreferPools: []string{"slow-idle/pool-0"}, AllowFallback: true}, "", "fast-busy"},
 	} {
-		affinity := ""
-		if req.SessionID != "" {
-			affinity = "almost/pool-0"
-		}
-		d, err = fw.Schedule(now, &req, cands, affinity)
+		without := slices.DeleteFunc(slices.Clone(cands), func(c scheduler.Candidate) bool {
+			return c.NodeID == "fast-busy" && tc.want != "fast-busy"
+		})
+		d, err = fw.Schedule(now, &tc.req, without, scheduler.Hints{AffinityPool: tc.affinity})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if best, _ := d.Best(); best.NodeID != "almost" {
-			t.Errorf("%+v: best is %s, want almost", req, best.Key())
+		if best, _ := d.Best(); best.NodeID != tc.want {
+			t.Errorf("%+v (affinity %q): best is %s, want %s", tc.req, tc.affinity, best.Key(), tc.want)
 		}
+	}
+	// Affinity breaks the tie between idle and half.
+	two := []scheduler.Candidate{cands[0], cands[2]}
+	two[0].GPUs, two[0].InFlight = nil, 0
+	d, err = fw.Schedule(now, &scheduler.Request{Model: "m", MaxTokens: 32, SessionID: "s"}, two, scheduler.Hints{AffinityPool: "half/pool-0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if best, _ := d.Best(); best.NodeID != "half" {
+		t.Errorf("with affinity, best is %s, want half", best.Key())
 	}
 }
 
@@ -153,13 +179,13 @@ func TestTieBreak(t *testing.T) {
 	}
 	// Equal scores: more free slots first, then node id, then pool id.
 	cands := []scheduler.Candidate{
-		schedtest.Pool("pool-1").Node("b").Slots(4, 2).Obj(),
-		schedtest.Pool("pool-0").Node("b").Slots(4, 2).Obj(),
-		schedtest.Pool("pool-0").Node("a").Slots(4, 2).Obj(),
-		schedtest.Pool("pool-9").Node("z").Slots(4, 3).Obj(),
+		schedtest.Pool("pool-1").Node("b").Slots(4, 4).InFlight(2).Obj(),
+		schedtest.Pool("pool-0").Node("b").Slots(4, 4).InFlight(2).Obj(),
+		schedtest.Pool("pool-0").Node("a").Slots(4, 4).InFlight(2).Obj(),
+		schedtest.Pool("pool-9").Node("z").Slots(4, 4).InFlight(1).Obj(),
 		schedtest.Pool("pool-0").Node("a").Slots(4, 4).InFlight(3).Obj(), // 1 free
-		schedtest.Pool("pool-1").Node("a").Slots(4, 2).Obj(),
-		schedtest.Pool("pool-0").Node("c").Slots(8, 3).Obj(),
+		schedtest.Pool("pool-1").Node("a").Slots(4, 4).InFlight(2).Obj(),
+		schedtest.Pool("pool-0").Node("c").Slots(8, 8).InFlight(5).Obj(),
 	}
 	cands[4].Pool.PoolID = "pool-5"
 	want := []string{"c/pool-0", "z/pool-9", "a/pool-0", "a/pool-1", "b/pool-0", "b/pool-1", "a/pool-5"}
@@ -167,7 +193,7 @@ func TestTieBreak(t *testing.T) {
 	for i := range 50 {
 		shuffled := slices.Clone(cands)
 		r.Shuffle(len(shuffled), func(i, j int) { shuffled[i], shuffled[j] = shuffled[j], shuffled[i] })
-		d, err := fw.Schedule(now, &scheduler.Request{}, shuffled, "")
+		d, err := fw.Schedule(now, &scheduler.Request{}, shuffled, scheduler.Hints{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -178,25 +204,24 @@ func TestTieBreak(t *testing.T) {
 }
 
 func TestNoCandidates(t *testing.T) {
-	fw, err := scheduler.NewDefault(scheduler.Options{StaleAfter: staleAfter, RequireFreeSlot: true})
+	fw, err := scheduler.NewDefault(scheduler.Options{StaleAfter: staleAfter})
 	if err != nil {
 		t.Fatal(err)
 	}
 	cands := []scheduler.Candidate{
 		schedtest.Pool("p").Node("off").Models("m").NodeStatus("offline").Obj(),
 		schedtest.Pool("p").Node("other").Models("x").Obj(),
-		schedtest.Pool("p").Node("full").Models("m").Slots(2, 0).Obj(),
 		schedtest.Pool("p").Node("failed").Models("m").Failed(now).Obj(),
 	}
-	fw2, err := scheduler.NewDefault(scheduler.Options{StaleAfter: staleAfter, RequireFreeSlot: true, Quarantine: 30 * time.Second})
+	fw2, err := scheduler.NewDefault(scheduler.Options{StaleAfter: staleAfter, Quarantine: 30 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := fw2.Schedule(now, &scheduler.Request{Model: "m"}, cands, "")
+	d, err := fw2.Schedule(now, &scheduler.Request{Model: "m"}, cands, scheduler.Hints{})
 	if !errors.Is(err, scheduler.ErrNoCandidates) {
 		t.Fatalf("err = %v, want ErrNoCandidates", err)
 	}
-	if !strings.Contains(err.Error(), "4 rejected") {
+	if !strings.Contains(err.Error(), "3 rejected") {
 		t.Errorf("err = %q, want the rejected count", err)
 	}
 	if d == nil {
@@ -213,7 +238,6 @@ func TestNoCandidates(t *testing.T) {
 	want := []rej{
 		{"off/p", scheduler.ReadyName, "node not online"},
 		{"other/p", scheduler.ModelName, "model not served"},
-		{"full/p", scheduler.CapacityName, "no free slot"},
 		{"failed/p", scheduler.QuarantineName, "recent dispatch failure"},
 	}
 	if !slices.Equal(got, want) {
@@ -221,7 +245,7 @@ func TestNoCandidates(t *testing.T) {
 	}
 
 	// Without the quarantine window, the failed pool is ranked.
-	d, err = fw.Schedule(now, &scheduler.Request{Model: "m"}, cands, "")
+	d, err = fw.Schedule(now, &scheduler.Request{Model: "m"}, cands, scheduler.Hints{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +254,7 @@ func TestNoCandidates(t *testing.T) {
 	}
 
 	// Nothing to choose from at all.
-	if _, err := fw.Schedule(now, &scheduler.Request{}, nil, ""); !errors.Is(err, scheduler.ErrNoCandidates) {
+	if _, err := fw.Schedule(now, &scheduler.Request{}, nil, scheduler.Hints{}); !errors.Is(err, scheduler.ErrNoCandidates) {
 		t.Errorf("no candidates: err = %v", err)
 	}
 }
@@ -255,7 +279,7 @@ func TestPluginErrors(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = fw.Schedule(now, &scheduler.Request{}, cands, "")
+			_, err = fw.Schedule(now, &scheduler.Request{}, cands, scheduler.Hints{})
 			if err == nil || err.Error() != tc.want || errors.Is(err, scheduler.ErrNoCandidates) {
 				t.Errorf("err = %v, want %q", err, tc.want)
 			}
@@ -324,7 +348,7 @@ func TestSampledFrameworkRotatesOverLargeFleets(t *testing.T) {
 	seen := map[string]bool{}
 	for range 4 {
 		req := scheduler.Request{}
-		d, err := fw.Schedule(time.Now(), &req, cands, "")
+		d, err := fw.Schedule(time.Now(), &req, cands, scheduler.Hints{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -341,7 +365,7 @@ func TestSampledFrameworkRotatesOverLargeFleets(t *testing.T) {
 	}
 	// The unsampled framework still ranks everything.
 	req := scheduler.Request{}
-	if d, _ := full.Schedule(time.Now(), &req, cands, ""); len(d.Ranked) != 400 {
+	if d, _ := full.Schedule(time.Now(), &req, cands, scheduler.Hints{}); len(d.Ranked) != 400 {
 		t.Fatalf("full framework ranked %d", len(d.Ranked))
 	}
 	if !full.AnyFeasible(time.Now(), &req, cands) {

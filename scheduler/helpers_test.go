@@ -24,7 +24,7 @@ func filterOne(t *testing.T, f scheduler.FilterPlugin, req scheduler.Request, c 
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := fw.Schedule(now, &req, []scheduler.Candidate{c}, "")
+	d, err := fw.Schedule(now, &req, []scheduler.Candidate{c}, scheduler.Hints{})
 	if len(d.Rejected) == 0 {
 		if err != nil {
 			t.Fatalf("Schedule: %v", err)
@@ -45,7 +45,7 @@ func scoreAll(t *testing.T, p scheduler.ScorePlugin, filters []scheduler.FilterP
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := fw.Schedule(now, &req, cands, affinity)
+	d, err := fw.Schedule(now, &req, cands, scheduler.Hints{AffinityPool: affinity})
 	if err != nil {
 		t.Fatalf("Schedule: %v", err)
 	}

@@ -41,12 +41,12 @@ func TestRatioScore(t *testing.T) {
 func TestFeasibleFilterAllocs(t *testing.T) {
 	now := time.Now()
 	state := &State{
-		Now: now, StaleAfter: time.Minute, AffinityPool: "gpu-node-0001.rack-17.cluster.example.com/pool-0", MaxTokenRate: 100,
+		Now: now, StaleAfter: time.Minute, AffinityPool: "gpu-node-0001.rack-17.cluster.example.com/pool-0", BestLatency: time.Second,
 		avoid:  newPoolSet([]string{"pool-9", "gpu-node-0002.rack-17.cluster.example.com/pool-0"}),
 		prefer: newPoolSet([]string{"pool-0", "gpu-node-0001.rack-17.cluster.example.com/pool-1"}),
 	}
 	req := &Request{
-		Model: "m", VRAMBytes: 1 << 30, Mode: "prefer", NodeID: "gpu-node-0001.rack-17.cluster.example.com",
+		Model: "m", PromptTokens: 100, MaxTokens: 32, Mode: "prefer", NodeID: "gpu-node-0001.rack-17.cluster.example.com",
 		PreferPools: []string{"pool-0"}, AvoidPools: []string{"pool-9"}, DeviceMask: "0,1",
 	}
 	c := &Candidate{
@@ -60,7 +60,7 @@ func TestFeasibleFilterAllocs(t *testing.T) {
 		Util:          Utilization{At: now, GPUUtilization: 0.3, FreeVRAMBytes: 20 << 30, RequestsProcessing: 2, TokenRate: 50},
 		RecentFailure: now.Add(-time.Hour),
 	}
-	filters := []FilterPlugin{Ready{}, Model{}, Placement{}, DeviceMask{}, VRAM{}, Quarantine{Window: time.Minute}, Capacity{}}
+	filters := []FilterPlugin{Ready{}, Model{}, Placement{}, DeviceMask{}, Quarantine{Window: time.Minute}}
 	for _, f := range filters {
 		if st := f.Filter(state, req, c); st != nil {
 			t.Fatalf("%s rejects the candidate: %s", f.Name(), st.Reason)
@@ -69,7 +69,7 @@ func TestFeasibleFilterAllocs(t *testing.T) {
 			t.Errorf("%s.Filter allocates %v times", f.Name(), n)
 		}
 	}
-	scorers := []ScorePlugin{FreeSlots{}, EngineQueue{}, TokenRate{}, GPUUtilization{}, FreeVRAM{}, SessionAffinity{}, Prefer{}}
+	scorers := []ScorePlugin{ExpectedLatency{}, GPUUtilization{}, FreeVRAM{}, SessionAffinity{}, Prefer{}}
 	for _, s := range scorers {
 		if n := testing.AllocsPerRun(100, func() { _, _ = s.Score(state, req, c) }); n != 0 {
 			t.Errorf("%s.Score allocates %v times", s.Name(), n)

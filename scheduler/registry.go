@@ -9,21 +9,22 @@ import (
 )
 
 // DefaultWeights are the score plugins' weights unless --score-weights
-// says otherwise. Free slots and the engine queue dominate: they decide
-// time to first token. Speed, GPU load and memory refine; affinity and
-// preference break near-ties in the task's favour.
+// says otherwise. Expected latency decides: at weight 20 a pool 10 %
+// slower loses about 180 points. GPU load and free memory (at most 100
+// points each) only separate pools of nearly equal latency; session
+// affinity (200) is worth a pool about 10 % slower, since the KV cache it
+// holds saves prefill; a preferred pool (1,000) is kept up to about twice
+// the best latency.
 var DefaultWeights = map[string]int64{
-	FreeSlotsName:       3,
-	EngineQueueName:     3,
-	TokenRateName:       2,
+	ExpectedLatencyName: 20,
 	GPUUtilizationName:  1,
 	FreeVRAMName:        1,
 	SessionAffinityName: 2,
-	PreferName:          2,
+	PreferName:          10,
 }
 
 // scorerOrder fixes the order of score components in explanations.
-var scorerOrder = []string{FreeSlotsName, EngineQueueName, TokenRateName, GPUUtilizationName, FreeVRAMName, SessionAffinityName, PreferName}
+var scorerOrder = []string{ExpectedLatencyName, GPUUtilizationName, FreeVRAMName, SessionAffinityName, PreferName}
 
 // ParseWeights reads "name=weight,..." over the defaults; weight 0
 // disables a scorer.
@@ -64,19 +65,13 @@ type Options struct {
 	StaleAfter time.Duration
 	// Quarantine keeps a pool out this long after a failed dispatch.
 	Quarantine time.Duration
-	// RequireFreeSlot adds the Capacity filter (the dispatcher's framework).
-	RequireFreeSlot bool
 }
 
 // NewDefault builds the framework with llorch's plugins.
 func NewDefault(opts Options) (*Framework, error) {
-	filters := []FilterPlugin{Ready{}, Model{}, Placement{}, DeviceMask{}, VRAM{}, Quarantine{Window: opts.Quarantine}}
-	if opts.RequireFreeSlot {
-		filters = append(filters, Capacity{})
-	}
+	filters := []FilterPlugin{Ready{}, Model{}, Placement{}, DeviceMask{}, Quarantine{Window: opts.Quarantine}}
 	plugins := map[string]ScorePlugin{
-		FreeSlotsName: FreeSlots{}, EngineQueueName: EngineQueue{}, TokenRateName: TokenRate{},
-		GPUUtilizationName: GPUUtilization{}, FreeVRAMName: FreeVRAM{},
+		ExpectedLatencyName: ExpectedLatency{}, GPUUtilizationName: GPUUtilization{}, FreeVRAMName: FreeVRAM{},
 		SessionAffinityName: SessionAffinity{}, PreferName: Prefer{},
 	}
 	weights := opts.Weights

@@ -25,18 +25,19 @@ func TestParseWeights(t *testing.T) {
 	}{
 		{in: "", want: with()},
 		{in: "  ", want: with()},
-		{in: "free-slots=5", want: with("free-slots", 5)},
-		{in: " token-rate=0 , prefer=1000", want: with("token-rate", 0, "prefer", 1000)},
-		{in: "free-slots=1,free-slots=9", want: with("free-slots", 9)},
-		{in: "bogus=1", wantErr: `score weight "bogus": unknown scorer (known: engine-queue, free-slots, free-vram, gpu-utilization, prefer, session-affinity, token-rate)`},
+		{in: "expected-latency=5", want: with("expected-latency", 5)},
+		{in: " gpu-utilization=0 , prefer=1000", want: with("gpu-utilization", 0, "prefer", 1000)},
+		{in: "expected-latency=1,expected-latency=9", want: with("expected-latency", 9)},
+		{in: "bogus=1", wantErr: `score weight "bogus": unknown scorer (known: expected-latency, free-vram, gpu-utilization, prefer, session-affinity)`},
+		{in: "free-slots=3", wantErr: "unknown scorer"}, // replaced by expected-latency
 		{in: "ready=1", wantErr: "unknown scorer"},
-		{in: "free-slots", wantErr: `score weight "free-slots": want name=weight`},
-		{in: "free-slots=2,", wantErr: "want name=weight"},
-		{in: "free-slots=x", wantErr: "score weight free-slots=x: want 0..1000"},
-		{in: "free-slots=1.5", wantErr: "want 0..1000"},
-		{in: "free-slots=-1", wantErr: "want 0..1000"},
-		{in: "free-slots=1001", wantErr: "want 0..1000"},
-		{in: "free-slots=", wantErr: "want 0..1000"},
+		{in: "prefer", wantErr: `score weight "prefer": want name=weight`},
+		{in: "prefer=2,", wantErr: "want name=weight"},
+		{in: "prefer=x", wantErr: "score weight prefer=x: want 0..1000"},
+		{in: "prefer=1.5", wantErr: "want 0..1000"},
+		{in: "prefer=-1", wantErr: "want 0..1000"},
+		{in: "prefer=1001", wantErr: "want 0..1000"},
+		{in: "prefer=", wantErr: "want 0..1000"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.in, func(t *testing.T) {
@@ -59,8 +60,8 @@ func TestParseWeights(t *testing.T) {
 	// The defaults are copied, never changed.
 	before := maps.Clone(scheduler.DefaultWeights)
 	w, _ := scheduler.ParseWeights("")
-	w[scheduler.FreeSlotsName] = 99
-	if _, err := scheduler.ParseWeights("free-slots=7"); err != nil || !maps.Equal(before, scheduler.DefaultWeights) {
+	w[scheduler.ExpectedLatencyName] = 99
+	if _, err := scheduler.ParseWeights("expected-latency=7"); err != nil || !maps.Equal(before, scheduler.DefaultWeights) {
 		t.Errorf("DefaultWeights changed: %v (err %v)", scheduler.DefaultWeights, err)
 	}
 }
@@ -76,7 +77,7 @@ func TestNewDefault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"free-slots", "engine-queue", "token-rate", "gpu-utilization", "free-vram", "session-affinity", "prefer"}
+	want := []string{"expected-latency", "gpu-utilization", "free-vram", "session-affinity", "prefer"}
 	if got := names(fw); !slices.Equal(got, want) {
 		t.Errorf("scorers %v, want %v", got, want)
 	}
@@ -87,7 +88,7 @@ func TestNewDefault(t *testing.T) {
 	}
 
 	// Weight 0 disables a scorer; the order stays fixed.
-	w, err := scheduler.ParseWeights("token-rate=0,prefer=0,free-slots=10")
+	w, err := scheduler.ParseWeights("gpu-utilization=0,prefer=0,expected-latency=10")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,25 +96,18 @@ func TestNewDefault(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := names(fw); !slices.Equal(got, []string{"free-slots", "engine-queue", "gpu-utilization", "free-vram", "session-affinity"}) {
+	if got := names(fw); !slices.Equal(got, []string{"expected-latency", "free-vram", "session-affinity"}) {
 		t.Errorf("scorers %v", got)
 	}
 	if fw.Scorers()[0].Weight != 10 {
-		t.Errorf("free-slots weight %d, want 10", fw.Scorers()[0].Weight)
+		t.Errorf("expected-latency weight %d, want 10", fw.Scorers()[0].Weight)
 	}
 
-	// RequireFreeSlot adds the capacity filter.
-	full := []scheduler.Candidate{schedtest.Pool("p").Slots(2, 0).Obj()}
-	d, err := fw.Schedule(now, &scheduler.Request{}, full, "")
-	if err != nil || len(d.Ranked) != 1 {
-		t.Errorf("without RequireFreeSlot a full pool is ranked: %v, %+v", err, d)
-	}
-	fw, err = scheduler.NewDefault(scheduler.Options{RequireFreeSlot: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, _ = fw.Schedule(now, &scheduler.Request{}, full, "")
-	if len(d.Rejected) != 1 || d.Rejected[0].Plugin != scheduler.CapacityName {
-		t.Errorf("with RequireFreeSlot: rejected %+v, want by %s", d.Rejected, scheduler.CapacityName)
+	// A full pool is ranked (a task may wait for it); nothing filters on
+	// capacity.
+	full := []scheduler.Candidate{schedtest.Pool("p").Slots(2, 2).InFlight(2).Obj()}
+	d, err := fw.Schedule(now, &scheduler.Request{}, full, scheduler.Hints{})
+	if err != nil || len(d.Ranked) != 1 || d.Ranked[0].Estimate.Wait <= 0 {
+		t.Errorf("a full pool: %v, %+v; want it ranked with a wait", err, d)
 	}
 }

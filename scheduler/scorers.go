@@ -6,53 +6,12 @@ import (
 
 // Score plugin names, as --score-weights spells them.
 const (
-	FreeSlotsName       = "free-slots"
-	EngineQueueName     = "engine-queue"
+	ExpectedLatencyName = "expected-latency"
 	GPUUtilizationName  = "gpu-utilization"
 	FreeVRAMName        = "free-vram"
-	TokenRateName       = "token-rate"
 	SessionAffinityName = "session-affinity"
 	PreferName          = "prefer"
 )
-
-// FreeSlots prefers pools with a larger share of free slots (registry state
-// corrected by this control plane's in-flight tasks).
-type FreeSlots struct{}
-
-var _ ScorePlugin = FreeSlots{}
-
-// Name implements ScorePlugin.
-func (FreeSlots) Name() string { return FreeSlotsName }
-
-// Score implements ScorePlugin.
-func (FreeSlots) Score(_ *State, _ *Request, c *Candidate) (int64, *Status) {
-	if c.Pool.SlotsTotal == 0 {
-		return 0, nil
-	}
-	return ratioScore(float64(c.FreeSlots()), 0, float64(c.Pool.SlotsTotal), false), nil
-}
-
-// EngineQueue prefers engines with fewer requests processing and deferred,
-// relative to their slots. Without fresh metrics it falls back to the
-// registry's busy slots.
-type EngineQueue struct{}
-
-var _ ScorePlugin = EngineQueue{}
-
-// Name implements ScorePlugin.
-func (EngineQueue) Name() string { return EngineQueueName }
-
-// Score implements ScorePlugin.
-func (EngineQueue) Score(state *State, _ *Request, c *Candidate) (int64, *Status) {
-	slots := float64(max(c.Pool.SlotsTotal, 1))
-	load := float64(c.Pool.SlotsTotal - c.FreeSlots())
-	if state.Fresh(c.Util) {
-		// The engine's own view, plus what we dispatched since it was read.
-		load = math.Max(load, c.Util.RequestsProcessing+c.Util.RequestsDeferred)
-	}
-	// Full slots score 50 less than empty; a queue as deep again, 0.
-	return ratioScore(load, 0, 2*slots, true), nil
-}
 
 // GPUUtilization prefers idle GPUs: scraped, else the heartbeat's, else
 // neutral.
@@ -96,21 +55,15 @@ func (FreeVRAM) Score(state *State, _ *Request, c *Candidate) (int64, *Status) {
 	return ratioScore(free, 0, float64(c.Pool.VRAMTotalBytes), false), nil
 }
 
-// TokenRate prefers engines that generate faster per slot, relative to the
-// fastest candidate. Unknown speed is neutral.
-type TokenRate struct{}
-
-var _ ScorePlugin = TokenRate{}
-
-// Name implements ScorePlugin.
-func (TokenRate) Name() string { return TokenRateName }
-
-// Score implements ScorePlugin.
-func (TokenRate) Score(state *State, _ *Request, c *Candidate) (int64, *Status) {
-	if !state.Fresh(c.Util) || math.IsNaN(c.Util.TokenRate) || state.MaxTokenRate <= 0 {
-		return MaxScore / 2, nil
+// freeVRAM is the freshest free-memory figure: scraped, else the heartbeat's.
+func freeVRAM(state *State, c *Candidate) (float64, bool) {
+	if state.Fresh(c.Util) && !math.IsNaN(c.Util.FreeVRAMBytes) {
+		return c.Util.FreeVRAMBytes, true
 	}
-	return ratioScore(c.Util.TokenRate, 0, state.MaxTokenRate, false), nil
+	if c.Pool.VRAMTotalBytes > 0 {
+		return float64(c.Pool.VRAMFreeBytes), true
+	}
+	return 0, false
 }
 
 // SessionAffinity sends a session's next task to the pool that holds its

@@ -3,6 +3,7 @@ package scheduler_test
 import (
 	"maps"
 	"testing"
+	"time"
 
 	"github.com/llorch/llorch/scheduler"
 	"github.com/llorch/llorch/scheduler/schedtest"
@@ -24,37 +25,32 @@ func TestScorers(t *testing.T) {
 		want     map[string]int64
 	}{
 		{
-			name: "free slots: share of slots free, in flight counted", plugin: scheduler.FreeSlots{},
+			// The fastest scores 100, one twice as slow 50.
+			name: "expected latency: relative to the fastest", plugin: scheduler.ExpectedLatency{},
+			req: scheduler.Request{MaxTokens: 11},
 			cands: []cand{
-				p("a", "p").Obj(),
-				p("b", "p").Slots(4, 1).Obj(),
-				p("c", "p").Slots(4, 0).Obj(),
-				p("d", "p").Slots(4, 3).InFlight(2).Obj(),
-				p("e", "p").Slots(3, 1).Obj(),
-				p("f", "p").Slots(0, 0).Obj(),
+				// 10 ms to the first token, 10 more at 100/s: 110 ms.
+				p("a", "p").Speed(learned(100, 0, 110*time.Millisecond)).Obj(),
+				p("b", "p").Speed(learned(50, 0, 210*time.Millisecond)).Obj(), // 210 ms
+				// Every slot busy: a quarter of a 110 ms task to wait.
+				p("busy", "p").Speed(learned(100, 0, 110*time.Millisecond)).InFlight(4).Obj(),
+				// Never measured: the engine's counters, and the default
+				// 20 ms to the first token: 120 ms.
+				p("engine", "p").Util(schedtest.Util(fresh).TokenRate(100).Obj()).Obj(),
+				// Stale counters: the defaults, 50 tokens/s: 220 ms.
+				p("stale", "p").Util(schedtest.Util(old).TokenRate(1000).Obj()).Obj(),
 			},
-			want: map[string]int64{"a/p": 100, "b/p": 25, "c/p": 0, "d/p": 50, "e/p": 33, "f/p": 0},
+			want: map[string]int64{"a/p": 100, "b/p": 52, "busy/p": 80, "engine/p": 92, "stale/p": 50},
 		},
 		{
-			// load over twice the slots: empty 100, full slots 50, a queue
-			// as deep again 0.
-			name: "engine queue: fresh metrics, else registry busy", plugin: scheduler.EngineQueue{},
+			name: "expected latency: prefill of the prompt", plugin: scheduler.ExpectedLatency{},
+			req: scheduler.Request{PromptTokens: 1000, MaxTokens: 11},
 			cands: []cand{
-				p("idle", "p").Obj(),
-				p("full", "p").Slots(4, 0).Obj(),
-				p("queued", "p").Util(schedtest.Util(fresh).Queue(4, 4).Obj()).Obj(),
-				p("deep", "p").Util(schedtest.Util(fresh).Queue(20, 4).Obj()).Obj(),
-				// The engine saw 2 processing; we have since sent 3.
-				p("inflight", "p").InFlight(3).Util(schedtest.Util(fresh).Queue(0, 2).Obj()).Obj(),
-				// A stale queue is ignored: registry busy (1) decides.
-				p("stale", "p").Slots(4, 3).Util(schedtest.Util(old).Queue(8, 4).Obj()).Obj(),
-				// Stale metrics with an idle registry never read as full.
-				p("stale-idle", "p").Util(schedtest.Util(old).Queue(100, 4).Obj()).Obj(),
+				p("a", "p").Speed(learned(100, 10000, 0)).Obj(),                                          // 10 + 100 + 100 ms
+				p("b", "p").Speed(learned(100, 1000, 0)).Obj(),                                           // 10 + 1000 + 100 ms
+				p("engine", "p").Util(schedtest.Util(fresh).TokenRate(100).PromptRate(5000).Obj()).Obj(), // 20 + 200 + 100 ms
 			},
-			want: map[string]int64{
-				"idle/p": 100, "full/p": 50, "queued/p": 0, "deep/p": 0,
-				"inflight/p": 63, "stale/p": 88, "stale-idle/p": 100,
-			},
+			want: map[string]int64{"a/p": 100, "b/p": 19, "engine/p": 66},
 		},
 		{
 			name: "gpu utilization: scraped, else heartbeat, else neutral", plugin: scheduler.GPUUtilization{},
@@ -86,40 +82,6 @@ func TestScorers(t *testing.T) {
 				"scraped/p": 75, "stale/p": 25, "heartbeat/p": 100,
 				"unknown/p": 50, "no-total/p": 50, "stale-unknown/p": 50,
 			},
-		},
-		{
-			name: "token rate: relative to the fastest fresh candidate", plugin: scheduler.TokenRate{},
-			cands: []cand{
-				p("fast", "p").Util(schedtest.Util(fresh).TokenRate(100).Obj()).Obj(),
-				p("half", "p").Util(schedtest.Util(fresh).TokenRate(50).Obj()).Obj(),
-				p("stopped", "p").Util(schedtest.Util(fresh).TokenRate(0).Obj()).Obj(),
-				p("stale", "p").Util(schedtest.Util(old).TokenRate(400).Obj()).Obj(),
-				p("unknown", "p").Obj(),
-				p("nan", "p").Util(schedtest.Util(fresh).Obj()).Obj(),
-			},
-			want: map[string]int64{
-				"fast/p": 100, "half/p": 50, "stopped/p": 0,
-				"stale/p": 50, "unknown/p": 50, "nan/p": 50,
-			},
-		},
-		{
-			name: "token rate: infeasible candidates set no pace", plugin: scheduler.TokenRate{},
-			filters: []scheduler.FilterPlugin{scheduler.Model{}},
-			req:     scheduler.Request{Model: "m"},
-			cands: []cand{
-				p("fast", "p").Models("other").Util(schedtest.Util(fresh).TokenRate(1000).Obj()).Obj(),
-				p("a", "p").Util(schedtest.Util(fresh).TokenRate(80).Obj()).Obj(),
-				p("b", "p").Util(schedtest.Util(fresh).TokenRate(20).Obj()).Obj(),
-			},
-			want: map[string]int64{"a/p": 100, "b/p": 25},
-		},
-		{
-			name: "token rate: none known is neutral", plugin: scheduler.TokenRate{},
-			cands: []cand{
-				p("a", "p").Obj(),
-				p("b", "p").Util(schedtest.Util(fresh).TokenRate(0).Obj()).Obj(),
-			},
-			want: map[string]int64{"a/p": 50, "b/p": 50},
 		},
 		{
 			name: "session affinity: the pool that served the session", plugin: scheduler.SessionAffinity{},
@@ -182,10 +144,15 @@ func TestScorers(t *testing.T) {
 	}
 }
 
+// learned is a pool's speed measured over a few tasks.
+func learned(decode, prefill float64, service time.Duration) scheduler.Speed {
+	return scheduler.Speed{DecodeTPS: decode, PrefillTPS: prefill, FirstToken: 10 * time.Millisecond, Service: service, Samples: 5}
+}
+
 // TestMissingMetricsNeverFull: a pool whose metrics are stale or missing
-// scores as its registry state says, never as a full pool would.
+// scores as a pool never measured, never as a full pool would.
 func TestMissingMetricsNeverFull(t *testing.T) {
-	fw, err := scheduler.NewDefault(scheduler.Options{StaleAfter: staleAfter, RequireFreeSlot: true})
+	fw, err := scheduler.NewDefault(scheduler.Options{StaleAfter: staleAfter})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,14 +160,14 @@ func TestMissingMetricsNeverFull(t *testing.T) {
 	base := func(node string) *schedtest.CandidateWrapper {
 		return schedtest.Pool("pool-0").Node(node).Slots(4, 4).Models("m").FreeVRAM(40*gib, 40*gib).GPUs(0)
 	}
-	// "full" looked full when last scraped, long ago; "none" was never
-	// scraped; "idle" is freshly scraped idle.
+	// "full" looked full and crawling when last scraped, long ago; "none"
+	// was never scraped; "idle" is freshly scraped idle and fast.
 	cands := []scheduler.Candidate{
 		base("full").Util(schedtest.Util(old).GPU(1).VRAM(0).Queue(50, 4).TokenRate(1).Obj()).Obj(),
 		base("none").Obj(),
 		base("idle").Util(schedtest.Util(fresh).GPU(0).VRAM(40 * gib).TokenRate(100).Obj()).Obj(),
 	}
-	d, err := fw.Schedule(now, &scheduler.Request{Model: "m", VRAMBytes: 8 * gib}, cands, "")
+	d, err := fw.Schedule(now, &scheduler.Request{Model: "m", MaxTokens: 32}, cands, scheduler.Hints{})
 	if err != nil {
 		t.Fatalf("Schedule: %v (rejected %+v)", err, d.Rejected)
 	}
@@ -211,9 +178,7 @@ func TestMissingMetricsNeverFull(t *testing.T) {
 	if totals["full"] != totals["none"] {
 		t.Errorf("stale metrics total %d, no metrics %d: want equal", totals["full"], totals["none"])
 	}
-	// Only the neutral token rate (50 of 100, weight 2) separates them
-	// from the freshly idle pool.
-	if want := totals["idle"] - 50*scheduler.DefaultWeights[scheduler.TokenRateName]; totals["none"] != want {
-		t.Errorf("no metrics total %d, want %d (idle %d less the neutral token rate)", totals["none"], want, totals["idle"])
+	if totals["idle"] <= totals["none"] {
+		t.Errorf("a pool known to be fast (%d) does not beat one never measured (%d)", totals["idle"], totals["none"])
 	}
 }

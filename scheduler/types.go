@@ -14,8 +14,19 @@ type Candidate struct {
 	// GPUs of the pool (its device mask), from the node's heartbeat.
 	GPUs []api.GPUState
 
-	// InFlight is the tasks this control plane has running on the pool now.
+	// InFlight is the tasks this control plane has sent to the pool and
+	// not yet seen end: exact, counted on send and on the stream's end.
 	InFlight int
+	// Foreign is load the pool's engines reported beyond this control
+	// plane's own tasks (another client, another replica), until the
+	// report ages out.
+	Foreign int
+	// Waiting is the tasks this control plane holds in its queue for the
+	// pool, ahead of the one being placed: they go first when a slot
+	// frees.
+	Waiting int
+	// Speed is the pool's learned speed (see Speed).
+	Speed Speed
 	// Util is scraped utilisation; Util.At is zero when none is fresh.
 	Util Utilization
 	// RecentFailure is when a dispatch to this pool last failed.
@@ -32,13 +43,16 @@ func (c *Candidate) hasKey(k string) bool {
 		k[:n] == c.NodeID && k[n+1:] == c.Pool.PoolID
 }
 
-// FreeSlots is the pool's free slots as the node last reported them,
-// corrected by what this control plane has dispatched since: the engine's
-// busy count and our own in-flight count overlap, so the larger is taken.
-func (c *Candidate) FreeSlots() int {
-	busy := max(c.Pool.SlotsTotal-c.Pool.SlotsFree, c.InFlight)
-	return max(0, c.Pool.SlotsTotal-busy)
-}
+// Load is the tasks ahead of a new one on the pool: running or queued in
+// its engines, this control plane's and others', and held here for it.
+func (c *Candidate) Load() int { return c.InFlight + c.Foreign + c.Waiting }
+
+// FreeSlots is the pool's slots that no task holds or waits for.
+func (c *Candidate) FreeSlots() int { return max(0, c.Pool.SlotsTotal-c.Load()) }
+
+// HasRoom reports whether a task sent now would run at once, or wait in
+// the engine behind fewer than backlog others.
+func (c *Candidate) HasRoom(backlog int) bool { return c.Load() < c.Pool.SlotsTotal+backlog }
 
 // Utilization is what the metrics (embedded scraper or Prometheus) say
 // about a pool.
@@ -54,6 +68,9 @@ type Utilization struct {
 	// TokenRate is the engine's measured generation speed of one slot,
 	// tokens/s; NaN if unknown.
 	TokenRate float64
+	// PromptRate is the engine's measured prompt processing speed,
+	// tokens/s; NaN if unknown.
+	PromptRate float64
 }
 
 // Request is what placement needs to know of a task.
@@ -61,8 +78,10 @@ type Request struct {
 	TaskID    string
 	SessionID string
 	Model     string
-	// VRAMBytes the task needs free on the pool's GPUs; 0 = no requirement.
-	VRAMBytes uint64
+	// PromptTokens is the prompt's length, estimated (no tokenizer here).
+	PromptTokens int
+	// MaxTokens is the most tokens the task generates; 0: not set.
+	MaxTokens int
 	// Placement constraints (SPEC §5 "placement"). PreferPools and
 	// AvoidPools name pools by pool id or by "node/pool" key.
 	Mode          string // auto, pin, prefer
@@ -95,11 +114,16 @@ type State struct {
 	StaleAfter time.Duration
 	// AffinityPool is the pool key that served the request's session last.
 	AffinityPool string
-	// MaxTokenRate is the fastest fresh TokenRate among the feasible
-	// candidates (0 if none), for scorers that rate speed relatively.
-	MaxTokenRate float64
-	avoid        poolSet
-	prefer       poolSet
+	// TaskTokens stands for a task's length when it sets no max_tokens:
+	// the fleet's learned mean.
+	TaskTokens int
+	// Prior is the speed assumed of a pool nothing is known of.
+	Prior Speed
+	// BestLatency is the lowest expected latency among the feasible
+	// candidates, for ExpectedLatency's relative score.
+	BestLatency time.Duration
+	avoid       poolSet
+	prefer      poolSet
 }
 
 // poolSet is a set of pools named by pool id or by "node/pool" key, looked

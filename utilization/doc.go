@@ -66,6 +66,7 @@ type gpuReading struct{ util, free float64 }
 type poolReading struct {
 	deferred, processing, vramFree float64
 	tokens, tokenSeconds           float64
+	promptTokens, promptSeconds    float64
 }
 
 // Series placement reads, as the agents export them.
@@ -75,6 +76,8 @@ const (
 	seriesVRAMFree     = "llorch_pool_vram_free_bytes"
 	seriesTokens       = "llorch_pool_tokens_predicted_total"
 	seriesTokenSeconds = "llorch_pool_tokens_predicted_seconds_total"
+	seriesPrompt       = "llorch_pool_prompt_tokens_total"
+	seriesPromptSecs   = "llorch_pool_prompt_seconds_total"
 	seriesGPUUtil      = "llorch_gpu_utilization_ratio"
 	seriesGPUFree      = "llorch_gpu_memory_free_bytes"
 )
@@ -115,6 +118,10 @@ func (n nodeReading) record(series, poolID, gpu string, v float64) {
 		p.tokens = v
 	case seriesTokenSeconds:
 		p.tokenSeconds = v
+	case seriesPrompt:
+		p.promptTokens = v
+	case seriesPromptSecs:
+		p.promptSeconds = v
 	default:
 		return
 	}
@@ -127,7 +134,7 @@ func newNodeReading(at time.Time) nodeReading {
 
 // utilization folds a node reading into what the scheduler reads.
 func (n nodeReading) utilization(poolID string, gpuIndices []int) scheduler.Utilization {
-	u := scheduler.Utilization{At: n.at, GPUUtilization: math.NaN(), FreeVRAMBytes: math.NaN(), TokenRate: math.NaN()}
+	u := scheduler.Utilization{At: n.at, GPUUtilization: math.NaN(), FreeVRAMBytes: math.NaN(), TokenRate: math.NaN(), PromptRate: math.NaN()}
 	p, ok := n.pools[poolID]
 	if !ok {
 		return scheduler.Utilization{}
@@ -135,6 +142,9 @@ func (n nodeReading) utilization(poolID string, gpuIndices []int) scheduler.Util
 	u.RequestsDeferred, u.RequestsProcessing = p.deferred, p.processing
 	if p.tokenSeconds > 0 {
 		u.TokenRate = p.tokens / p.tokenSeconds
+	}
+	if p.promptSeconds > 0 {
+		u.PromptRate = p.promptTokens / p.promptSeconds
 	}
 	var util, free float64
 	n1, n2 := 0, 0

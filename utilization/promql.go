@@ -30,7 +30,7 @@ var (
 )
 
 // queries are the instant queries one refresh runs: the series themselves.
-var queries = []string{seriesDeferred, seriesProcessing, seriesVRAMFree, seriesTokens, seriesTokenSeconds, seriesGPUUtil, seriesGPUFree}
+var queries = []string{seriesDeferred, seriesProcessing, seriesVRAMFree, seriesTokens, seriesTokenSeconds, seriesPrompt, seriesPromptSecs, seriesGPUUtil, seriesGPUFree}
 
 // ageQuery dates each node's readings by when Prometheus last scraped its
 // agent: every scrape of an agent carries llorch_scrape_collector_success

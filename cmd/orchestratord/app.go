@@ -48,6 +48,7 @@ func newApp() *cli.App {
 			&cli.StringFlag{Name: "score-weights", Usage: "placement score weights, name=weight comma-separated over the defaults (" + defaultWeights() + "); 0 disables one", EnvVars: []string{"ORCHD_SCORE_WEIGHTS"}},
 			config.DurationFlag("metrics-interval", 2*time.Second, time.Millisecond, "how often utilisation is read (agents' /metrics or PromQL)", "ORCHD_METRICS_INTERVAL_MS"),
 			config.DurationFlag("metrics-stale-after", 10*time.Second, time.Millisecond, "utilisation older than this is ignored; placement falls back to registry state", "ORCHD_METRICS_STALE_AFTER_MS"),
+			&cli.IntFlag{Name: "engine-backlog", Value: 0, Usage: "tasks an engine may hold waiting beyond its slots; 0 holds every waiting task in this control plane's queue (priorities hold, and the pool is chosen when a slot frees)", EnvVars: []string{"ORCHD_ENGINE_BACKLOG"}},
 			config.DurationFlag("quarantine", 30*time.Second, time.Millisecond, "how long a pool that failed a dispatch gets no new tasks", "ORCHD_QUARANTINE_MS"),
 		}, config.LogFlags()...),
 		Action:       run,
@@ -71,6 +72,10 @@ func run(c *cli.Context) error {
 	capacity := c.Int("admission-capacity")
 	if capacity < 1 {
 		return fmt.Errorf("--admission-capacity/ORCHD_ADMISSION_CAPACITY %d: want at least 1", capacity)
+	}
+	backlog := c.Int("engine-backlog")
+	if backlog < 0 {
+		return fmt.Errorf("--engine-backlog/ORCHD_ENGINE_BACKLOG %d: want 0 or more", backlog)
 	}
 	weights, err := scheduler.ParseWeights(c.String("score-weights"))
 	if err != nil {
@@ -153,7 +158,7 @@ func run(c *cli.Context) error {
 
 	dm := dispatch.NewMetrics(promReg)
 	dispatcher, err := dispatch.New(dispatch.Options{
-		Fleet: fleet, Util: util, Queue: admission.New(capacity, policy), Logger: log, Metrics: dm,
+		Fleet: fleet, Util: util, Queue: admission.New(capacity, policy), Logger: log, Metrics: dm, Backlog: backlog,
 		Scheduling: scheduler.Options{Weights: weights, StaleAfter: config.GetDuration(c, "metrics-stale-after"), Quarantine: config.GetDuration(c, "quarantine")},
 	})
 	if err != nil {
@@ -194,8 +199,8 @@ func run(c *cli.Context) error {
 
 func defaultWeights() string {
 	var parts []string
-	for _, name := range []string{scheduler.FreeSlotsName, scheduler.EngineQueueName, scheduler.TokenRateName,
-		scheduler.GPUUtilizationName, scheduler.FreeVRAMName, scheduler.SessionAffinityName, scheduler.PreferName} {
+	for _, name := range []string{scheduler.ExpectedLatencyName, scheduler.GPUUtilizationName, scheduler.FreeVRAMName,
+		scheduler.SessionAffinityName, scheduler.PreferName} {
 		parts = append(parts, fmt.Sprintf("%s=%d", name, scheduler.DefaultWeights[name]))
 	}
 	return strings.Join(parts, ",")

@@ -50,6 +50,12 @@ func (w *CandidateWrapper) Slots(total, free int) *CandidateWrapper {
 // InFlight sets the tasks this control plane has running on the pool.
 func (w *CandidateWrapper) InFlight(n int) *CandidateWrapper { w.c.InFlight = n; return w }
 
+// Foreign sets the load the engines reported beyond this control plane's.
+func (w *CandidateWrapper) Foreign(n int) *CandidateWrapper { w.c.Foreign = n; return w }
+
+// Speed sets the pool's learned speed.
+func (w *CandidateWrapper) Speed(s scheduler.Speed) *CandidateWrapper { w.c.Speed = s; return w }
+
 // Models sets the models the pool serves.
 func (w *CandidateWrapper) Models(m ...string) *CandidateWrapper {
 	w.c.Pool.Models = slices.Clone(m)
@@ -95,7 +101,7 @@ type UtilWrapper struct{ u scheduler.Utilization }
 // and an empty engine queue.
 func Util(at time.Time) *UtilWrapper {
 	return &UtilWrapper{u: scheduler.Utilization{
-		At: at, GPUUtilization: math.NaN(), FreeVRAMBytes: math.NaN(), TokenRate: math.NaN(),
+		At: at, GPUUtilization: math.NaN(), FreeVRAMBytes: math.NaN(), TokenRate: math.NaN(), PromptRate: math.NaN(),
 	}}
 }
 
@@ -113,6 +119,9 @@ func (w *UtilWrapper) Queue(deferred, processing float64) *UtilWrapper {
 
 // TokenRate sets one slot's generation speed, tokens/s.
 func (w *UtilWrapper) TokenRate(r float64) *UtilWrapper { w.u.TokenRate = r; return w }
+
+// PromptRate sets the engine's prompt processing speed, tokens/s.
+func (w *UtilWrapper) PromptRate(r float64) *UtilWrapper { w.u.PromptRate = r; return w }
 
 // Obj returns the reading.
 func (w *UtilWrapper) Obj() scheduler.Utilization { return w.u }
