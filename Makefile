@@ -9,7 +9,7 @@ FUZZTIME ?= 5s
 # go-nvml's C header marks functions deprecated; the warnings are noise.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
-.PHONY: help build test test-unit test-e2e lint fuzz bench bench-placement run clean tools promtool gpu-check
+.PHONY: help build test test-unit test-e2e lint fuzz bench bench-placement run clean tools promtool nginx gpu-check
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -59,8 +59,14 @@ bench: ## benchmarks, one package at a time (2 cores: concurrent packages would 
 	$(GO) test -p 1 -run '^$$' -bench . -skip 'HandoffToReady/poll|PlacementQuality' -benchmem -count=1 ./...
 	$(GO) test -run '^$$' -bench 'HandoffToReady/poll' -benchtime 20x -count=1 ./handoff
 
-bench-placement: ## placement quality: round-robin vs fewest-busy-slots vs llorch on a simulated fleet (~1 min)
-	$(GO) test -run '^$$' -bench PlacementQuality -benchtime 1x -count=1 ./dispatch
+bench-placement: nginx ## placement quality: running llorch vs nginx least_conn and round robin over the same engines (<10 min)
+	$(GO) test -tags e2e -run '^$$' -bench PlacementRunning -benchtime 1x -count=1 -timeout 15m ./e2e
+
+# nginx (Debian's) fronts the engines in bench-placement.
+nginx:
+	@command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || { echo "installing nginx (apt-get install nginx-light)"; \
+	  (apt-get update -qq && { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx-light || \
+	   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nginx; }) >/dev/null; }
 
 gpu-check: ## on an NVIDIA GPU machine: the agent's NVML metrics against nvidia-smi
 	./scripts/gpu-check.sh

@@ -95,8 +95,24 @@ func (s *server) modelFor(model string) string {
 	return model
 }
 
-// models lists the models of ready pools on online nodes.
+// models lists the models of ready pools on online nodes; the list is
+// rebuilt when a versioned fleet (the registry) changed, so an OpenAI
+// request does not walk the whole fleet.
 func (s *server) models() []string {
+	v, versioned := s.fleet.(dispatch.Versioned)
+	if !versioned {
+		return s.listServedModels()
+	}
+	ver := v.Version()
+	s.modelsMu.Lock()
+	defer s.modelsMu.Unlock()
+	if s.modelsList == nil || ver != s.modelsVer {
+		s.modelsList, s.modelsVer = s.listServedModels(), ver
+	}
+	return s.modelsList
+}
+
+func (s *server) listServedModels() []string {
 	seen := map[string]bool{}
 	for _, c := range s.fleet.Candidates() {
 		if c.NodeStatus != api.StatusOnline || !c.Pool.Ready {

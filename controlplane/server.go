@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -53,6 +54,10 @@ type server struct {
 	proxy      *dispatch.Proxy
 	tasks      *dispatch.Store
 	metrics    *dispatch.Metrics
+
+	modelsMu   sync.Mutex
+	modelsVer  uint64
+	modelsList []string // served models at fleet version modelsVer
 }
 
 // NewHandler returns the control plane's routes with correlation IDs and

@@ -3,8 +3,6 @@ package dispatch
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -94,11 +92,7 @@ func (p *Proxy) send(ctx context.Context, pl Placement, path string, body []byte
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	// Lets net/http retry on a fresh connection if a reused one was already
-	// closed by the engine (llama-server closes after streams).
-	var key [12]byte
-	_, _ = rand.Read(key[:])
-	req.Header.Set("Idempotency-Key", hex.EncodeToString(key[:]))
+	req.Header.Set("Idempotency-Key", engine.NewIdempotencyKey())
 	return p.engines.Do(req)
 }
 
@@ -111,9 +105,15 @@ var doneMarker = []byte(doneText)
 // llama-server's last chunk (usage and timings) and the [DONE] marker.
 const tailSize = 1536
 
-// relayBuffers recycles the 32 KiB read buffers of relays: a buffer per
-// request was most of the proxy's garbage, and GC pauses its tail latency.
-var relayBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+// relayBuffer is a relay's memory: the read buffer and the answer's tail.
+type relayBuffer struct {
+	read [32 << 10]byte
+	end  tail
+}
+
+// relayBuffers recycles relay buffers: a buffer per request was most of
+// the proxy's garbage, and GC pauses its tail latency.
+var relayBuffers = sync.Pool{New: func() any { return new(relayBuffer) }}
 
 // tail keeps the last tailSize bytes passed through, in a fixed array.
 type tail struct {
@@ -152,10 +152,10 @@ func (p *Proxy) relay(w http.ResponseWriter, resp *http.Response, pl Placement, 
 	w.WriteHeader(resp.StatusCode)
 	res := Result{Delivered: true}
 	flusher, _ := w.(http.Flusher)
-	bp := relayBuffers.Get().(*[]byte)
-	defer relayBuffers.Put(bp)
-	buf := *bp
-	var end tail
+	rb := relayBuffers.Get().(*relayBuffer)
+	defer relayBuffers.Put(rb)
+	buf, end := rb.read[:], &rb.end
+	end.n = 0
 	for {
 		n, err := resp.Body.Read(buf)
 		if n > 0 {

@@ -71,7 +71,7 @@ func (s *syncBuffer) String() string {
 
 // start runs binary (orchestratord, pool-managerd, llorch, or an absolute
 // path such as Prometheus') labelled name.
-func start(t *testing.T, binary, name string, args []string, env ...string) *proc {
+func start(t testing.TB, binary, name string, args []string, env ...string) *proc {
 	t.Helper()
 	p := &proc{name: name, out: &syncBuffer{}, done: make(chan struct{})}
 	path := binary
@@ -100,7 +100,7 @@ func start(t *testing.T, binary, name string, args []string, env ...string) *pro
 	return p
 }
 
-func (p *proc) signal(t *testing.T, sig syscall.Signal) {
+func (p *proc) signal(t testing.TB, sig syscall.Signal) {
 	t.Helper()
 	if err := p.cmd.Process.Signal(sig); err != nil {
 		t.Fatalf("signal %v to %s: %v", sig, p.name, err)
@@ -109,7 +109,7 @@ func (p *proc) signal(t *testing.T, sig syscall.Signal) {
 
 // wait returns the exit code, failing the test if the process does not exit
 // within d.
-func (p *proc) wait(t *testing.T, d time.Duration) int {
+func (p *proc) wait(t testing.TB, d time.Duration) int {
 	t.Helper()
 	select {
 	case <-p.done:
@@ -127,7 +127,7 @@ func (p *proc) wait(t *testing.T, d time.Duration) int {
 }
 
 // freePort returns a port on 127.0.0.1 that was free a moment ago.
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -141,7 +141,7 @@ func addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
 
 // waitFor polls cond every 20ms until it holds or d passes, and returns the
 // time it took.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) time.Duration {
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
 	begin := time.Now()
 	for {
@@ -155,7 +155,7 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) time.
 	}
 }
 
-func waitHealthy(t *testing.T, base string) {
+func waitHealthy(t testing.TB, base string) {
 	t.Helper()
 	waitFor(t, 10*time.Second, base+"/health", func() bool {
 		resp, err := http.Get(base + "/health")

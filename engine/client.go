@@ -3,13 +3,14 @@ package engine
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
+	mrand "math/rand/v2"
 	"net/http"
 	"strings"
 
@@ -88,7 +89,7 @@ func (c *Client) do(ctx context.Context, method, path string, body any, stream b
 	if stream {
 		req.Header.Set("Accept", "text/event-stream")
 		if c.ReuseStreamConns {
-			req.Header.Set("Idempotency-Key", newIdempotencyKey())
+			req.Header.Set("Idempotency-Key", NewIdempotencyKey())
 		} else {
 			// llama-server closes the connection after a stream: reusing
 			// it makes the next request fail with EOF (see the package doc).
@@ -102,9 +103,14 @@ func (c *Client) do(ctx context.Context, method, path string, body any, stream b
 	return resp, nil
 }
 
-func newIdempotencyKey() string {
+// NewIdempotencyKey names one request to an engine, so that net/http may
+// send it again on a fresh connection when a reused one turns out closed
+// before the request was written (llama-server closes after streams). It
+// must be unique, not secret: the runtime's generator, no system call.
+func NewIdempotencyKey() string {
 	var b [12]byte
-	_, _ = rand.Read(b[:])
+	binary.LittleEndian.PutUint64(b[:8], mrand.Uint64())
+	binary.LittleEndian.PutUint32(b[8:], mrand.Uint32())
 	return hex.EncodeToString(b[:])
 }
 

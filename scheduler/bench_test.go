@@ -129,7 +129,7 @@ func BenchmarkFilter(b *testing.B) {
 func BenchmarkScore(b *testing.B) {
 	cands := fleet(250, 4)
 	req := benchRequest()
-	state := &scheduler.State{Now: now, StaleAfter: staleAfter, BestLatency: time.Second, AffinityPool: "gpu-node-0003.cluster.example.com/pool-2"}
+	state := &scheduler.State{Now: now, StaleAfter: staleAfter, BestCost: time.Second, AffinityPool: "gpu-node-0003.cluster.example.com/pool-2"}
 	for _, s := range []scheduler.ScorePlugin{
 		scheduler.ExpectedLatency{}, scheduler.GPUUtilization{},
 		scheduler.FreeVRAM{}, scheduler.SessionAffinity{}, scheduler.Prefer{},

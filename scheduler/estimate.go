@@ -53,6 +53,11 @@ type Estimate struct {
 	TTFT time.Duration
 	// Latency is TTFT plus generating the rest of the task's tokens.
 	Latency time.Duration
+	// Cost is what placement minimises: TTFT plus Latency, the two a
+	// streaming client sees. Latency alone would let tasks queue for a
+	// fast pool until waiting there is as slow as a slower pool's free
+	// slot; counting the wait twice starts them sooner at the same latency.
+	Cost time.Duration
 	// Source says where the speeds came from (SpeedLearned, ...).
 	Source string
 }
@@ -109,7 +114,7 @@ func (state *State) Estimate(req *Request, c *Candidate) Estimate {
 		wait = time.Duration(float64(service) * float64(ahead) / float64(slots))
 	}
 	ttft := wait + engineTTFT
-	return Estimate{Wait: wait, TTFT: ttft, Latency: ttft + gen, Source: src}
+	return Estimate{Wait: wait, TTFT: ttft, Latency: ttft + gen, Cost: 2*ttft + gen, Source: src}
 }
 
 func positive(v, fallback float64) float64 {
@@ -121,9 +126,10 @@ func positive(v, fallback float64) float64 {
 
 func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
 
-// ExpectedLatency ranks pools by the task's expected end-to-end latency:
-// the fastest scores 100, one twice as slow 50. It is what decides
-// placement by default; other scorers adjust.
+// ExpectedLatency ranks pools by the task's expected time to first token
+// plus end-to-end latency (Estimate.Cost): the best scores 100, one twice
+// as costly 50. It is what decides placement by default; other scorers
+// adjust.
 type ExpectedLatency struct{}
 
 var _ ScorePlugin = ExpectedLatency{}
@@ -134,8 +140,8 @@ func (ExpectedLatency) Name() string { return ExpectedLatencyName }
 // Score implements ScorePlugin.
 func (ExpectedLatency) Score(state *State, req *Request, c *Candidate) (int64, *Status) {
 	est := state.Estimate(req, c)
-	if state.BestLatency <= 0 || est.Latency <= 0 {
+	if state.BestCost <= 0 || est.Cost <= 0 {
 		return MaxScore, nil
 	}
-	return int64(math.Round(MaxScore * float64(state.BestLatency) / float64(est.Latency))), nil
+	return int64(math.Round(MaxScore * float64(state.BestCost) / float64(est.Cost))), nil
 }

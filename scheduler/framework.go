@@ -190,8 +190,8 @@ func (f *Framework) Schedule(now time.Time, req *Request, cands []Candidate, hin
 		}
 		est := state.Estimate(req, c)
 		d.Ranked = append(d.Ranked, Ranked{Candidate: c, Estimate: est})
-		if state.BestLatency <= 0 || est.Latency < state.BestLatency {
-			state.BestLatency = est.Latency
+		if state.BestCost <= 0 || est.Cost < state.BestCost {
+			state.BestCost = est.Cost
 		}
 	}
 	if f.sample {
@@ -293,8 +293,8 @@ func better(a, b *Ranked) bool {
 	if a.Total != b.Total {
 		return a.Total > b.Total
 	}
-	if a.Estimate.Latency != b.Estimate.Latency {
-		return a.Estimate.Latency < b.Estimate.Latency
+	if a.Estimate.Cost != b.Estimate.Cost {
+		return a.Estimate.Cost < b.Estimate.Cost
 	}
 	if fa, fb := a.Candidate.FreeSlots(), b.Candidate.FreeSlots(); fa != fb {
 		return fa > fb

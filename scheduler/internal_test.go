@@ -41,7 +41,7 @@ func TestRatioScore(t *testing.T) {
 func TestFeasibleFilterAllocs(t *testing.T) {
 	now := time.Now()
 	state := &State{
-		Now: now, StaleAfter: time.Minute, AffinityPool: "gpu-node-0001.rack-17.cluster.example.com/pool-0", BestLatency: time.Second,
+		Now: now, StaleAfter: time.Minute, AffinityPool: "gpu-node-0001.rack-17.cluster.example.com/pool-0", BestCost: time.Second,
 		avoid:  newPoolSet([]string{"pool-9", "gpu-node-0002.rack-17.cluster.example.com/pool-0"}),
 		prefer: newPoolSet([]string{"pool-0", "gpu-node-0001.rack-17.cluster.example.com/pool-1"}),
 	}

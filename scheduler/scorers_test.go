@@ -25,32 +25,35 @@ func TestScorers(t *testing.T) {
 		want     map[string]int64
 	}{
 		{
-			// The fastest scores 100, one twice as slow 50.
+			// The cost is time to first token plus latency: the cheapest
+			// scores 100, one twice as costly 50.
 			name: "expected latency: relative to the fastest", plugin: scheduler.ExpectedLatency{},
 			req: scheduler.Request{MaxTokens: 11},
 			cands: []cand{
-				// 10 ms to the first token, 10 more at 100/s: 110 ms.
+				// 10 ms to the first token, 10 more at 100/s: 10 + 110 ms.
 				p("a", "p").Speed(learned(100, 0, 110*time.Millisecond)).Obj(),
-				p("b", "p").Speed(learned(50, 0, 210*time.Millisecond)).Obj(), // 210 ms
-				// Every slot busy: a quarter of a 110 ms task to wait.
+				p("b", "p").Speed(learned(50, 0, 210*time.Millisecond)).Obj(), // 10 + 210 ms
+				// Every slot busy: a quarter of a 110 ms task to wait,
+				// 37.5 + 137.5 ms.
 				p("busy", "p").Speed(learned(100, 0, 110*time.Millisecond)).InFlight(4).Obj(),
 				// Never measured: the engine's counters, and the default
-				// 20 ms to the first token: 120 ms.
+				// 20 ms to the first token: 20 + 120 ms.
 				p("engine", "p").Util(schedtest.Util(fresh).TokenRate(100).Obj()).Obj(),
-				// Stale counters: the defaults, 50 tokens/s: 220 ms.
+				// Stale counters: the defaults, 50 tokens/s: 20 + 220 ms.
 				p("stale", "p").Util(schedtest.Util(old).TokenRate(1000).Obj()).Obj(),
 			},
-			want: map[string]int64{"a/p": 100, "b/p": 52, "busy/p": 80, "engine/p": 92, "stale/p": 50},
+			want: map[string]int64{"a/p": 100, "b/p": 55, "busy/p": 69, "engine/p": 86, "stale/p": 50},
 		},
 		{
 			name: "expected latency: prefill of the prompt", plugin: scheduler.ExpectedLatency{},
 			req: scheduler.Request{PromptTokens: 1000, MaxTokens: 11},
 			cands: []cand{
-				p("a", "p").Speed(learned(100, 10000, 0)).Obj(),                                          // 10 + 100 + 100 ms
-				p("b", "p").Speed(learned(100, 1000, 0)).Obj(),                                           // 10 + 1000 + 100 ms
-				p("engine", "p").Util(schedtest.Util(fresh).TokenRate(100).PromptRate(5000).Obj()).Obj(), // 20 + 200 + 100 ms
+				// Time to first token 10 + 100 ms, twice, and 100 ms more.
+				p("a", "p").Speed(learned(100, 10000, 0)).Obj(),
+				p("b", "p").Speed(learned(100, 1000, 0)).Obj(),                                           // 2 × 1,010 + 100 ms
+				p("engine", "p").Util(schedtest.Util(fresh).TokenRate(100).PromptRate(5000).Obj()).Obj(), // 2 × 220 + 100 ms
 			},
-			want: map[string]int64{"a/p": 100, "b/p": 19, "engine/p": 66},
+			want: map[string]int64{"a/p": 100, "b/p": 15, "engine/p": 59},
 		},
 		{
 			name: "gpu utilization: scraped, else heartbeat, else neutral", plugin: scheduler.GPUUtilization{},

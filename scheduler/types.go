@@ -119,11 +119,11 @@ type State struct {
 	TaskTokens int
 	// Prior is the speed assumed of a pool nothing is known of.
 	Prior Speed
-	// BestLatency is the lowest expected latency among the feasible
+	// BestCost is the lowest Estimate.Cost among the feasible
 	// candidates, for ExpectedLatency's relative score.
-	BestLatency time.Duration
-	avoid       poolSet
-	prefer      poolSet
+	BestCost time.Duration
+	avoid    poolSet
+	prefer   poolSet
 }
 
 // poolSet is a set of pools named by pool id or by "node/pool" key, looked

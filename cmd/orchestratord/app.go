@@ -50,6 +50,7 @@ func newApp() *cli.App {
 			config.DurationFlag("metrics-stale-after", 10*time.Second, time.Millisecond, "utilisation older than this is ignored; placement falls back to registry state", "ORCHD_METRICS_STALE_AFTER_MS"),
 			&cli.IntFlag{Name: "engine-backlog", Value: 0, Usage: "tasks an engine may hold waiting beyond its slots; 0 holds every waiting task in this control plane's queue (priorities hold, and the pool is chosen when a slot frees)", EnvVars: []string{"ORCHD_ENGINE_BACKLOG"}},
 			config.DurationFlag("quarantine", 30*time.Second, time.Millisecond, "how long a pool that failed a dispatch gets no new tasks", "ORCHD_QUARANTINE_MS"),
+			config.PprofFlag("ORCHD_PPROF_ADDR"),
 		}, config.LogFlags()...),
 		Action:       run,
 		OnUsageError: config.UsageError,
@@ -102,6 +103,12 @@ func run(c *cli.Context) error {
 			log.Warn("tracing shutdown", "err", err)
 		}
 	}()
+
+	if a := c.String("pprof-addr"); a != "" {
+		if err := config.ServePprof(ctx, a, log); err != nil {
+			return err
+		}
+	}
 
 	promReg := prometheus.NewRegistry()
 	promReg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -170,10 +177,16 @@ func run(c *cli.Context) error {
 	go dispatcher.Run(ctx)
 	tasks := dispatch.NewStore(5 * time.Minute)
 	go tasks.Run(ctx)
-	engines := &http.Client{Transport: tracing.Transport(&http.Transport{
+	var toEngines http.RoundTripper = &http.Transport{
 		Proxy: nil, MaxIdleConns: 1024, MaxIdleConnsPerHost: 128, IdleConnTimeout: 90 * time.Second,
 		DialContext: (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-	})}
+	}
+	if tracing.Enabled() {
+		// Only when traces go somewhere: the wrapper costs every read of
+		// every stream.
+		toEngines = tracing.Transport(toEngines)
+	}
+	engines := &http.Client{Transport: toEngines}
 	inference := &controlplane.Inference{
 		Fleet: fleet, Dispatcher: dispatcher, Tasks: tasks, Metrics: dm,
 		Runner: dispatch.NewRunner(dispatcher, engines, log),
