@@ -103,6 +103,7 @@ func TestSpeedLearner(t *testing.T) {
 // slots whose heartbeats the test writes.
 type accountingHarness struct {
 	*harness
+	t     *testing.T
 	clock *fakeClock
 	fleet *versionedFleet
 }
@@ -113,7 +114,7 @@ func newAccountingHarness(t *testing.T, slots int) *accountingHarness {
 	fleet := &versionedFleet{}
 	fleet.set(schedtest.Pool("pool-0").Slots(slots, slots).Obj())
 	h := newHarness(t, nil, withClock(clock), func(o *Options) { o.Fleet = fleet })
-	return &accountingHarness{harness: h, clock: clock, fleet: fleet}
+	return &accountingHarness{harness: h, t: t, clock: clock, fleet: fleet}
 }
 
 // report is a heartbeat: the engine's busy and deferred counts, polled at
@@ -124,6 +125,13 @@ func (h *accountingHarness) report(busy, deferred int, observed time.Time) {
 	h.fleet.set(c)
 	h.fleet.version.Add(1)
 	h.clock.Advance(rebuildEvery) // let the snapshot rebuild
+}
+
+// learn teaches the dispatcher that the pool's tasks take service.
+func (h *accountingHarness) learn(service time.Duration) {
+	p := h.placeOne(h.t, "teacher")
+	sent := h.clock.Now()
+	h.d.Release(p, "", Succeeded, Observation{Sent: sent, FirstByte: sent.Add(time.Millisecond), End: sent.Add(service), Tokens: 10})
 }
 
 // candidate is the pool as the next decision sees it.
@@ -202,8 +210,34 @@ func TestExactSlotAccounting(t *testing.T) {
 			return 1, 0
 		}, 3, 1},
 		{"foreign load ages out", func(t *testing.T, h *accountingHarness) (int, int) {
+			// Never measured: 3 tasks on 4 slots, one round of 1 s, twice.
 			h.report(3, 0, h.clock.Now())
-			h.clock.Advance(15 * time.Second)
+			h.clock.Advance(1800 * time.Millisecond)
+			if c := h.candidate(); c.Foreign != 3 {
+				t.Errorf("foreign %d 1.9 s after the report, want 3", c.Foreign)
+			}
+			h.clock.Advance(200 * time.Millisecond)
+			return 0, 0
+		}, 4, 1},
+		{"foreign load never outlives the TTL", func(t *testing.T, h *accountingHarness) (int, int) {
+			h.report(4, 100, h.clock.Now()) // 26 rounds
+			h.clock.Advance(14 * time.Second)
+			if c := h.candidate(); c.Foreign != 104 {
+				t.Errorf("foreign %d 14 s after the report, want 104", c.Foreign)
+			}
+			h.clock.Advance(time.Second)
+			return 0, 0
+		}, 4, 1},
+		{"foreign load is counted until the pool has likely worked through it", func(t *testing.T, h *accountingHarness) (int, int) {
+			h.learn(200 * time.Millisecond)
+			h.clock.Advance(time.Second)
+			// 6 tasks on 4 slots: two rounds of 200 ms, counted for 800 ms.
+			h.report(4, 2, h.clock.Now())
+			h.clock.Advance(600 * time.Millisecond)
+			if c := h.candidate(); c.Foreign != 6 {
+				t.Errorf("foreign %d 700 ms after the report, want 6", c.Foreign)
+			}
+			h.clock.Advance(200 * time.Millisecond)
 			return 0, 0
 		}, 4, 1},
 		{"the same report read twice is dated once", func(t *testing.T, h *accountingHarness) (int, int) {
@@ -213,6 +247,12 @@ func TestExactSlotAccounting(t *testing.T) {
 			h.report(2, 0, polled) // same poll again: still two foreign, not one
 			return 1, 2
 		}, 1, 1},
+		{"a report ages out from when the engine was polled, not received", func(t *testing.T, h *accountingHarness) (int, int) {
+			polled := h.clock.Now()
+			h.clock.Advance(1900 * time.Millisecond)
+			h.report(3, 0, polled) // received 2 s after the poll: already done
+			return 0, 0
+		}, 4, 1},
 		{"a newer report replaces the foreign load", func(t *testing.T, h *accountingHarness) (int, int) {
 			h.report(3, 0, h.clock.Now())
 			h.report(1, 0, h.clock.Now())
@@ -268,7 +308,8 @@ func TestWaitingForAFastPoolBeatsASlowFreeSlot(t *testing.T) {
 	clock := newFakeClock()
 	fast := schedtest.Pool("fast").Slots(1, 1).Obj()
 	slow := schedtest.Pool("slow").Slots(1, 1).Obj()
-	h := newHarness(t, newFleet(fast, slow), withClock(clock))
+	// The first token weighs as much as the rest of the answer.
+	h := newHarness(t, newFleet(fast, slow), withClock(clock), func(o *Options) { o.TTFTWeight = 1 })
 	// Teach the dispatcher the pools' speeds: 32 tokens in 64 ms on fast,
 	// in 320 ms on slow.
 	for _, p := range []struct {
@@ -307,7 +348,7 @@ func TestWaitingForAFastPoolBeatsASlowFreeSlot(t *testing.T) {
 			}
 		}
 	}
-	// Placement minimises time to first token plus latency. On fast, a
+	// Placement minimises time to first token plus latency (TTFTWeight 1). On fast, a
 	// job behind n others (the running one included) waits 64 ms × n:
 	// 2 × (64n + 2) + 62 ms. On slow, 2 × 2 + 310 ms. The second job
 	// (n=1, 194 ms) waits for fast; for the next (n=2, 322 ms) the slow

@@ -91,6 +91,9 @@ type Options struct {
 	Util       utilization.Source // may be nil
 	Queue      *admission.Queue
 	Scheduling scheduler.Options
+	// TTFTWeight weighs time to first token against latency in placement
+	// (0: scheduler.DefaultTTFTWeight).
+	TTFTWeight float64
 	// Backlog is how many tasks a pool's engine may hold waiting beyond
 	// its slots; 0 keeps every waiting task in this control plane's queue,
 	// where priorities hold and the pool is chosen when a slot frees.
@@ -204,7 +207,7 @@ func (d *Dispatcher) Wake() {
 func (d *Dispatcher) hints(session string) scheduler.Hints {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	h := scheduler.Hints{TaskTokens: int(d.taskTokens + 0.5), Prior: d.prior}
+	h := scheduler.Hints{TaskTokens: int(d.taskTokens + 0.5), Prior: d.prior, TTFTWeight: d.opts.TTFTWeight}
 	if session != "" {
 		h.AffinityPool = d.affinity[session]
 	}

@@ -145,7 +145,26 @@ func (d *Dispatcher) dateReport(c *scheduler.Candidate) {
 		return
 	}
 	b.foreign = max(0, reported-ours)
-	b.foreignUntil = at.Add(d.opts.ForeignTTL)
+	b.foreignUntil = at.Add(foreignLife(b.foreign, c.Pool.SlotsTotal, b.speed, d.opts.ForeignTTL))
+}
+
+// unmeasuredService stands for the service time of a pool that never ran
+// a task of this control plane's, when dating its foreign load.
+const unmeasuredService = time.Second
+
+// foreignLife is how long n foreign tasks on a pool of slots are counted:
+// until they are likely done, twice the time its slots take to work
+// through them at the pool's learned service time (unmeasuredService for
+// a pool never measured); at most ttl. Counting finished work would idle
+// the pool until the next heartbeat; missing work that goes on only queues
+// a few of this control plane's tasks in the engine.
+func foreignLife(n, slots int, speed speedLearner, ttl time.Duration) time.Duration {
+	service := unmeasuredService
+	if speed.samples > 0 && speed.service > 0 {
+		service = seconds(speed.service)
+	}
+	rounds := (n + max(1, slots) - 1) / max(1, slots)
+	return min(ttl, 2*time.Duration(rounds)*service)
 }
 
 // overlayDirty writes the books changed since the last overlay onto their

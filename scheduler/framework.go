@@ -153,11 +153,14 @@ type Hints struct {
 	// Prior is the speed assumed of pools never measured (zero fields:
 	// the defaults).
 	Prior Speed
+	// TTFTWeight weighs time to first token against latency (0: the
+	// default).
+	TTFTWeight float64
 }
 
 // Schedule filters and scores candidates for req.
 func (f *Framework) Schedule(now time.Time, req *Request, cands []Candidate, hints Hints) (*Decision, error) {
-	state := &State{Now: now, StaleAfter: f.stale, AffinityPool: hints.AffinityPool, TaskTokens: hints.TaskTokens, Prior: hints.Prior}
+	state := &State{Now: now, StaleAfter: f.stale, AffinityPool: hints.AffinityPool, TaskTokens: hints.TaskTokens, Prior: hints.Prior, TTFTWeight: hints.TTFTWeight}
 	if len(req.AvoidPools) > 0 {
 		state.avoid = newPoolSet(req.AvoidPools)
 	}

@@ -108,7 +108,10 @@ func TestDefaultRanking(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := keys(d), []string{"fast-busy/pool-0", "idle/pool-0", "half/pool-0", "full/pool-0", "slow-idle/pool-0"}; !slices.Equal(got, want) {
+	// The default weighs the first token 5 times more: full's 810 ms of
+	// waiting cost more than slow-idle's slow answer (5 × 810 + 1,430
+	// against 5 × 10 + 3,110 ms).
+	if got, want := keys(d), []string{"fast-busy/pool-0", "idle/pool-0", "half/pool-0", "slow-idle/pool-0", "full/pool-0"}; !slices.Equal(got, want) {
 		t.Errorf("ranking %v, want %v", got, want)
 	}
 	wantMS := map[string]int64{"fast-busy": 90, "idle": 630, "half": 630, "full": 1430, "slow-idle": 3110}

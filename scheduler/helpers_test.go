@@ -38,14 +38,15 @@ func filterOne(t *testing.T, f scheduler.FilterPlugin, req scheduler.Request, c 
 }
 
 // scoreAll runs p alone (weight 1) behind filters and returns each ranked
-// candidate's score by key.
+// candidate's score by key. The first token weighs as much as the answer
+// (TTFTWeight 1): the expected-latency cases spell their costs out so.
 func scoreAll(t *testing.T, p scheduler.ScorePlugin, filters []scheduler.FilterPlugin, req scheduler.Request, affinity string, cands ...scheduler.Candidate) map[string]int64 {
 	t.Helper()
 	fw, err := scheduler.NewFramework(filters, []scheduler.WeightedScorer{{Plugin: p, Weight: 1}}, staleAfter)
 	if err != nil {
 		t.Fatal(err)
 	}
-	d, err := fw.Schedule(now, &req, cands, scheduler.Hints{AffinityPool: affinity})
+	d, err := fw.Schedule(now, &req, cands, scheduler.Hints{AffinityPool: affinity, TTFTWeight: 1})
 	if err != nil {
 		t.Fatalf("Schedule: %v", err)
 	}

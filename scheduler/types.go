@@ -119,6 +119,9 @@ type State struct {
 	TaskTokens int
 	// Prior is the speed assumed of a pool nothing is known of.
 	Prior Speed
+	// TTFTWeight weighs time to first token in Estimate.Cost (0: the
+	// default).
+	TTFTWeight float64
 	// BestCost is the lowest Estimate.Cost among the feasible
 	// candidates, for ExpectedLatency's relative score.
 	BestCost time.Duration

@@ -48,6 +48,7 @@ func newApp() *cli.App {
 			&cli.StringFlag{Name: "score-weights", Usage: "placement score weights, name=weight comma-separated over the defaults (" + defaultWeights() + "); 0 disables one", EnvVars: []string{"ORCHD_SCORE_WEIGHTS"}},
 			config.DurationFlag("metrics-interval", 2*time.Second, time.Millisecond, "how often utilisation is read (agents' /metrics or PromQL)", "ORCHD_METRICS_INTERVAL_MS"),
 			config.DurationFlag("metrics-stale-after", 10*time.Second, time.Millisecond, "utilisation older than this is ignored; placement falls back to registry state", "ORCHD_METRICS_STALE_AFTER_MS"),
+			&cli.Float64Flag{Name: "ttft-weight", Value: scheduler.DefaultTTFTWeight, Usage: "how much more placement values the first token than the rest of the answer: a task waits for a faster pool only if its answer would end (1 + this) times the wait sooner there", EnvVars: []string{"ORCHD_TTFT_WEIGHT"}},
 			&cli.IntFlag{Name: "engine-backlog", Value: 0, Usage: "tasks an engine may hold waiting beyond its slots; 0 holds every waiting task in this control plane's queue (priorities hold, and the pool is chosen when a slot frees)", EnvVars: []string{"ORCHD_ENGINE_BACKLOG"}},
 			config.DurationFlag("quarantine", 30*time.Second, time.Millisecond, "how long a pool that failed a dispatch gets no new tasks", "ORCHD_QUARANTINE_MS"),
 			config.PprofFlag("ORCHD_PPROF_ADDR"),
@@ -77,6 +78,10 @@ func run(c *cli.Context) error {
 	backlog := c.Int("engine-backlog")
 	if backlog < 0 {
 		return fmt.Errorf("--engine-backlog/ORCHD_ENGINE_BACKLOG %d: want 0 or more", backlog)
+	}
+	ttftWeight := c.Float64("ttft-weight")
+	if ttftWeight <= 0 || ttftWeight > 100 {
+		return fmt.Errorf("--ttft-weight/ORCHD_TTFT_WEIGHT %v: want more than 0, at most 100", ttftWeight)
 	}
 	weights, err := scheduler.ParseWeights(c.String("score-weights"))
 	if err != nil {
@@ -165,7 +170,7 @@ func run(c *cli.Context) error {
 
 	dm := dispatch.NewMetrics(promReg)
 	dispatcher, err := dispatch.New(dispatch.Options{
-		Fleet: fleet, Util: util, Queue: admission.New(capacity, policy), Logger: log, Metrics: dm, Backlog: backlog,
+		Fleet: fleet, Util: util, Queue: admission.New(capacity, policy), Logger: log, Metrics: dm, Backlog: backlog, TTFTWeight: ttftWeight,
 		Scheduling: scheduler.Options{Weights: weights, StaleAfter: config.GetDuration(c, "metrics-stale-after"), Quarantine: config.GetDuration(c, "quarantine")},
 	})
 	if err != nil {
