@@ -64,6 +64,10 @@ type LocalFleet struct{ Pools *pool.Table }
 
 var _ dispatch.Fleet = LocalFleet{}
 
+// Version changes with the pool table, so the dispatcher rebuilds its
+// candidates only when the engines changed.
+func (f LocalFleet) Version() uint64 { return f.Pools.Version() }
+
 // Candidates implements dispatch.Fleet.
 func (f LocalFleet) Candidates() []scheduler.Candidate {
 	pools := f.Pools.Snapshot()

@@ -55,7 +55,9 @@ func TestCancelRacingPlacementReleasesTheSlot(t *testing.T) {
 			cancel() // the client left
 			body := `{"messages":[{"role":"user","content":"x"}],"max_tokens":1}`
 			req := httptest.NewRequestWithContext(ctx, http.MethodPost, "/v1/chat/completions", strings.NewReader(body))
-			p.Forward(httptest.NewRecorder(), req, "/v1/chat/completions", []byte(body), job, "")
+			if e := p.Forward(httptest.NewRecorder(), req, "/v1/chat/completions", []byte(body), job, ""); e != nil {
+				t.Fatalf("round %d: a client that left got an error to write: %v", i, e)
+			}
 			if n := h.inflight("n1/pool-0"); n != 0 {
 				t.Fatalf("round %d: %d in flight after the client left: the slot leaked", i, n)
 			}

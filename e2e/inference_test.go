@@ -248,7 +248,7 @@ func TestInferencePath(t *testing.T) {
 		if err != nil {
 			t.Fatalf("llorch explain: %v", err)
 		}
-		if !strings.Contains(string(out), "FREE-SLOTS") || strings.Count(string(out), "/pool-0") != 3 {
+		if !strings.Contains(string(out), "EXPECTED-LATENCY") || !strings.Contains(string(out), "tok/s (learned") || strings.Count(string(out), "/pool-0") != 3 {
 			t.Fatalf("llorch explain printed:\n%s", out)
 		}
 		if err := exec.Command(filepath.Join(binDir, "llorch"), "--url", f.url, "submit", "-m", "absent-model", "x").Run(); err == nil {

@@ -155,7 +155,7 @@ exporters:
 		for _, tg := range s.Tags {
 			tags[tg.Key] = tg.Value
 		}
-		for _, k := range []string{"llorch.placed.node_id", "llorch.placed.score", "llorch.placed.score.free-slots", "llorch.task_id"} {
+		for _, k := range []string{"llorch.placed.node_id", "llorch.placed.score", "llorch.placed.score.expected-latency", "llorch.placed.expected_ttft_ms", "llorch.task_id"} {
 			if tags[k] == nil {
 				t.Errorf("placement span lacks %s (tags %v)", k, tags)
 			}

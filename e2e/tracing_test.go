@@ -123,7 +123,7 @@ func TestTraces(t *testing.T) {
 	if len(placement.GetTraceId()) == 0 || len(placement.GetParentSpanId()) == 0 {
 		t.Fatal("placement span has no parent")
 	}
-	for _, key := range []string{"llorch.placed.node_id", "llorch.placed.score", "llorch.placed.score.free-slots", "llorch.candidates.examined"} {
+	for _, key := range []string{"llorch.placed.node_id", "llorch.placed.score", "llorch.placed.score.expected-latency", "llorch.placed.expected_ttft_ms", "llorch.candidates.examined"} {
 		if attr(placement, key) == "" {
 			t.Errorf("placement span lacks %s", key)
 		}

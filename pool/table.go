@@ -3,6 +3,7 @@ package pool
 import (
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/llorch/llorch/api"
@@ -14,6 +15,7 @@ type Table struct {
 	mu      sync.Mutex
 	pools   map[string]*entry
 	changes chan struct{}
+	version atomic.Uint64
 }
 
 type entry struct {
@@ -63,7 +65,12 @@ func NewTable(declared []string) *Table {
 // agent can heartbeat at once instead of at its next tick.
 func (t *Table) Changes() <-chan struct{} { return t.changes }
 
+// Version changes whenever a snapshot would: readers that cache one (the
+// control plane's placement, in the HOME profile) rebuild only then.
+func (t *Table) Version() uint64 { return t.version.Load() }
+
 func (t *Table) changed() {
+	t.version.Add(1)
 	select {
 	case t.changes <- struct{}{}:
 	default:
@@ -170,6 +177,7 @@ func (t *Table) SetLoad(poolID string, l Load) {
 		return
 	}
 	e.load = l
+	t.version.Add(1)
 }
 
 // IDs returns the pool ids, sorted.

@@ -442,3 +442,31 @@ func TestChangesCoalesceAndNeverBlock(t *testing.T) {
 		t.Errorf("cap(Changes()) = %d, want 1", got)
 	}
 }
+
+// The version moves with every change a snapshot shows, and only then: a
+// cached snapshot is rebuilt exactly when it would differ.
+func TestVersionFollowsSnapshots(t *testing.T) {
+	tb := pool.NewTable([]string{"pool-0"})
+	steps := []struct {
+		name   string
+		change func()
+		moves  bool
+	}{
+		{"a handoff file", func() { tb.Upsert("/run/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:1", 4, 4, "m")) }, true},
+		{"an engine poll", func() { tb.SetLoad("pool-0", pool.Load{Busy: 2, At: time.Now()}) }, true},
+		{"a last error", func() { tb.SetLastError("pool-0", "boom") }, false},
+		{"a drain", func() { tb.Drain("pool-0") }, true},
+		{"a poll of an unknown pool", func() { tb.SetLoad("pool-9", pool.Load{Busy: 1, At: time.Now()}) }, false},
+		{"a removed file", func() { tb.Remove("/run/pool-0_r0.json") }, true},
+	}
+	for _, st := range steps {
+		before, snap := tb.Version(), tb.Snapshot()
+		st.change()
+		if moved := tb.Version() != before; moved != st.moves {
+			t.Errorf("%s: version moved %v, want %v", st.name, moved, st.moves)
+		}
+		if !st.moves && !reflect.DeepEqual(snap, tb.Snapshot()) {
+			t.Errorf("%s: the snapshot changed but the version did not", st.name)
+		}
+	}
+}

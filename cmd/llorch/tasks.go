@@ -117,6 +117,14 @@ func followTask(ctx context.Context, client *api.Client, id string, out, errOut 
 	}
 }
 
+// msText prints milliseconds for a table: "0ms", "12ms", "1.25s".
+func msText(ms float64) string {
+	if ms >= 1000 {
+		return fmt.Sprintf("%.2fs", ms/1000)
+	}
+	return fmt.Sprintf("%.0fms", ms)
+}
+
 func explainCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "explain",
@@ -140,8 +148,9 @@ func explainCommand() *cli.Command {
 	}
 }
 
-// printExplanation writes the ranking with one column per score component
-// (weighted), then the rejected pools and why.
+// printExplanation writes the ranking — each pool's expected wait, time to
+// first token and latency, the speed they were predicted from, then one
+// column per score component (weighted) — and the rejected pools and why.
 func printExplanation(w io.Writer, ex api.Explanation) error {
 	names := make([]string, 0, len(ex.Scorers))
 	for n := range ex.Scorers {
@@ -149,9 +158,15 @@ func printExplanation(w io.Writer, ex api.Explanation) error {
 	}
 	sort.Strings(names)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "RANK\tNODE/POOL\tTOTAL\tFREE\t%s\n", strings.ToUpper(strings.Join(names, "\t")))
+	fmt.Fprintf(tw, "RANK\tNODE/POOL\tTOTAL\tFREE\tWAIT\tTTFT\tLATENCY\tSPEED\t%s\n", strings.ToUpper(strings.Join(names, "\t")))
 	for _, c := range ex.Candidates {
-		fmt.Fprintf(tw, "%d\t%s/%s\t%d\t%d", c.Rank, c.NodeID, c.PoolID, c.Total, c.FreeSlots)
+		e := c.Expected
+		speed := e.SpeedSource
+		if e.DecodeTPS > 0 {
+			speed = fmt.Sprintf("%.0f tok/s (%s, %d tasks)", e.DecodeTPS, e.SpeedSource, e.Samples)
+		}
+		fmt.Fprintf(tw, "%d\t%s/%s\t%d\t%d\t%s\t%s\t%s\t%s", c.Rank, c.NodeID, c.PoolID, c.Total, c.FreeSlots,
+			msText(e.WaitMS), msText(e.TTFTMS), msText(e.LatencyMS), speed)
 		for _, n := range names {
 			fmt.Fprintf(tw, "\t%d", c.Components[n])
 		}
