@@ -147,7 +147,7 @@ func (a *Agent) register(ctx context.Context) (err error) {
 	}
 	a.metrics.registrations.WithLabelValues("ok").Inc()
 	a.setRegistered(true)
-	a.log.Info("registered with control plane", "address", req.Address, "pools", req.Pools)
+	a.log.InfoContext(ctx, "registered with control plane", "address", req.Address, "pools", req.Pools)
 	return nil
 }
 
@@ -210,11 +210,11 @@ func (a *Agent) Deregister(ctx context.Context) (err error) {
 	dctx, cancel := context.WithTimeout(ctx, a.opts.RequestTimeout)
 	defer cancel()
 	if err := a.opts.ControlPlane.Deregister(dctx, a.opts.Registration.NodeID); err != nil {
-		a.log.Warn("deregistration failed", "err", err)
+		a.log.WarnContext(ctx, "deregistration failed", "err", err)
 		return err
 	}
 	a.setRegistered(false)
-	a.log.Info("deregistered from control plane")
+	a.log.InfoContext(ctx, "deregistered from control plane")
 	return nil
 }
 

@@ -116,7 +116,7 @@ func TestHandler(t *testing.T) {
 				for _, want := range []string{
 					`llorch_pool_ready{pool_id="pool-0"} 1`,
 					`llorch_pool_ready{pool_id="pool-1"} 0`,
-					`llorch_pool_slots_total{pool_id="pool-0"} 4`,
+					`llorch_pool_slots{pool_id="pool-0"} 4`,
 					`llorch_pool_slots_free{pool_id="pool-0"} 3`,
 				} {
 					if !strings.Contains(body, want) {

@@ -38,7 +38,7 @@ func benchRegistry(b *testing.B, nodes int) *registry.Registry {
 // utilisation source: building the candidates, placing, releasing.
 func BenchmarkSubmitAndRelease(b *testing.B) {
 	reg := benchRegistry(b, 1000)
-	scraper := utilization.NewScraper(func() []utilization.Target { return nil }, time.Hour)
+	scraper := utilization.NewScraper(func() []utilization.Target { return nil }, time.Hour, nil)
 	d, err := dispatch.New(dispatch.Options{
 		Fleet: RegistryFleet{Registry: reg}, Util: scraper, Queue: admission.New(100, admission.Reject),
 		Scheduling: scheduler.Options{StaleAfter: 10 * time.Second, Quarantine: 30 * time.Second},

@@ -72,7 +72,7 @@ func NewHandler(opts Options) http.Handler {
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", s.health)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(opts.Logger.Handler(), slog.LevelError)}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(opts.Logger.Handler(), slog.LevelError), EnableOpenMetrics: true}))
 	mux.HandleFunc("POST /v2/nodes/register", s.cloud(s.register))
 	mux.HandleFunc("POST /v2/nodes/{id}/heartbeat", s.cloud(s.heartbeat))
 	mux.HandleFunc("DELETE /v2/nodes/{id}", s.cloud(s.deregister))
@@ -201,13 +201,13 @@ func (s *server) listNodes(w http.ResponseWriter, r *http.Request) {
 // offline ones included so their scrapes fail visibly (up == 0) instead of
 // silently vanishing. Status is a __meta_ label for relabeling, not a target
 // label, so a status change does not start a new series.
-func (s *server) serviceDiscovery(w http.ResponseWriter, _ *http.Request) {
+func (s *server) serviceDiscovery(w http.ResponseWriter, r *http.Request) {
 	nodes := s.reg.List(true)
 	groups := make([]api.SDTargetGroup, 0, len(nodes))
 	for _, n := range nodes {
 		target, err := scrapeTarget(n.Address)
 		if err != nil {
-			s.log.Warn("service discovery: node address has no host:port", "node_id", n.NodeID, "address", n.Address, "err", err)
+			s.log.WarnContext(r.Context(), "service discovery: node address has no host:port", "node_id", n.NodeID, "address", n.Address, "err", err)
 			continue
 		}
 		groups = append(groups, api.SDTargetGroup{

@@ -3,8 +3,12 @@ package dispatch
 import (
 	"fmt"
 	"math"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/llorch/llorch/admission"
 	"github.com/llorch/llorch/scheduler"
@@ -360,5 +364,38 @@ func TestWaitingForAFastPoolBeatsASlowFreeSlot(t *testing.T) {
 	h.d.Release(first, "", Succeeded, Observation{})
 	if h.inflight("n1/fast") != 1 {
 		t.Errorf("the fast pool's slot was not taken again at once")
+	}
+}
+
+// The books are exported per pool: in flight exactly, foreign load while
+// counted, speeds once measured.
+func TestBooksExported(t *testing.T) {
+	h := newAccountingHarness(t, 4)
+	a := h.placeOne(t, "a")
+	h.placeOne(t, "b")
+	sent := h.clock.Now()
+	h.d.Release(a, "", Succeeded, Observation{Sent: sent, FirstByte: sent.Add(10 * time.Millisecond), End: sent.Add(310 * time.Millisecond),
+		Tokens: 31, DecodeTime: 300 * time.Millisecond})
+	h.clock.Advance(time.Second)
+	h.report(3, 0, h.clock.Now()) // one of ours, two foreign
+	h.candidate()
+	want := `
+# HELP llorch_placement_pool_decode_tokens_per_second One slot's generation speed learned from the pool's completed tasks.
+# TYPE llorch_placement_pool_decode_tokens_per_second gauge
+llorch_placement_pool_decode_tokens_per_second{node_id="n1",pool_id="pool-0"} 103.33333333333334
+# HELP llorch_placement_pool_foreign_load Load the pool's engines reported beyond this control plane's tasks (another client or replica), while it is counted.
+# TYPE llorch_placement_pool_foreign_load gauge
+llorch_placement_pool_foreign_load{node_id="n1",pool_id="pool-0"} 2
+# HELP llorch_placement_pool_in_flight Tasks this control plane has sent to the pool and not yet seen end (exact, not a report).
+# TYPE llorch_placement_pool_in_flight gauge
+llorch_placement_pool_in_flight{node_id="n1",pool_id="pool-0"} 1
+# HELP llorch_placement_pool_service_seconds How long a task holds one of the pool's slots, learned from its completed tasks.
+# TYPE llorch_placement_pool_service_seconds gauge
+llorch_placement_pool_service_seconds{node_id="n1",pool_id="pool-0"} 0.31
+`
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(h.d)
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want)); err != nil {
+		t.Error(err)
 	}
 }

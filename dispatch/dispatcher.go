@@ -503,7 +503,7 @@ func (d *Dispatcher) placeNow(j *Job, now time.Time) (placed, feasible bool) {
 func (d *Dispatcher) placeJob(j *Job, pos int, now time.Time, cands []scheduler.Candidate, queued bool) (placed, feasible bool) {
 	begin := time.Now()
 	dec, err := d.place.Schedule(now, &j.Req, cands, d.hints(j.Req.SessionID))
-	d.opts.Metrics.placementLatency(time.Since(begin))
+	d.opts.Metrics.placementLatency(time.Since(begin), j.Trace)
 	defer d.place.Release(dec)
 	if err != nil {
 		return false, false

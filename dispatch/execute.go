@@ -52,7 +52,7 @@ func (d *Dispatcher) Execute(ctx context.Context, j *Job, session string, attemp
 		}
 		d.Release(pl, session, res.Outcome, res.Obs)
 		if res.Outcome == EngineFailed && !res.Delivered && !retried && d.Retry(j, pl) {
-			d.opts.Logger.Warn("engine failed before answering: retrying on the next pool",
+			d.opts.Logger.WarnContext(ctx, "engine failed before answering: retrying on the next pool",
 				"task_id", j.ID, "pool", pl.Key(), "err", res.Err)
 			retried = true
 			continue

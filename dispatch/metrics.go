@@ -1,9 +1,11 @@
 package dispatch
 
 import (
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/llorch/llorch/admission"
 )
@@ -75,17 +77,76 @@ func (m *Metrics) queueDepth(q *admission.Queue) {
 
 func (m *Metrics) admission(outcome string) { m.admissions.WithLabelValues(outcome).Inc() }
 func (m *Metrics) decision(outcome string)  { m.decisions.WithLabelValues(outcome).Inc() }
-func (m *Metrics) placementLatency(d time.Duration) {
-	m.placement.Observe(d.Seconds())
+func (m *Metrics) placementLatency(d time.Duration, sc trace.SpanContext) {
+	observe(m.placement, d.Seconds(), sc)
+}
+
+// observe records v, with the trace as an exemplar when it is sampled: a
+// point on a latency graph then opens its trace.
+func observe(o prometheus.Observer, v float64, sc trace.SpanContext) {
+	if sc.IsSampled() {
+		if eo, ok := o.(prometheus.ExemplarObserver); ok {
+			eo.ObserveWithExemplar(v, prometheus.Labels{"trace_id": sc.TraceID().String(), "span_id": sc.SpanID().String()})
+			return
+		}
+	}
+	o.Observe(v)
+}
+
+// poolDescs describe the dispatcher's books, per pool.
+var (
+	poolInFlightDesc = prometheus.NewDesc("llorch_placement_pool_in_flight",
+		"Tasks this control plane has sent to the pool and not yet seen end (exact, not a report).", []string{"node_id", "pool_id"}, nil)
+	poolForeignDesc = prometheus.NewDesc("llorch_placement_pool_foreign_load",
+		"Load the pool's engines reported beyond this control plane's tasks (another client or replica), while it is counted.", []string{"node_id", "pool_id"}, nil)
+	poolDecodeDesc = prometheus.NewDesc("llorch_placement_pool_decode_tokens_per_second",
+		"One slot's generation speed learned from the pool's completed tasks.", []string{"node_id", "pool_id"}, nil)
+	poolServiceDesc = prometheus.NewDesc("llorch_placement_pool_service_seconds",
+		"How long a task holds one of the pool's slots, learned from its completed tasks.", []string{"node_id", "pool_id"}, nil)
+)
+
+var _ prometheus.Collector = (*Dispatcher)(nil)
+
+// Describe implements prometheus.Collector: the books, per pool.
+func (d *Dispatcher) Describe(ch chan<- *prometheus.Desc) {
+	for _, desc := range []*prometheus.Desc{poolInFlightDesc, poolForeignDesc, poolDecodeDesc, poolServiceDesc} {
+		ch <- desc
+	}
+}
+
+// Collect implements prometheus.Collector. Speeds are left out of pools
+// never measured.
+func (d *Dispatcher) Collect(ch chan<- prometheus.Metric) {
+	now := d.now()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for key, b := range d.books {
+		node, pool, _ := strings.Cut(key, "/")
+		ch <- prometheus.MustNewConstMetric(poolInFlightDesc, prometheus.GaugeValue, float64(b.inflight), node, pool)
+		foreign := 0
+		if now.Before(b.foreignUntil) {
+			foreign = b.foreign
+		}
+		ch <- prometheus.MustNewConstMetric(poolForeignDesc, prometheus.GaugeValue, float64(foreign), node, pool)
+		if b.speed.samples == 0 {
+			continue
+		}
+		s := b.speed.speed()
+		if s.DecodeTPS > 0 {
+			ch <- prometheus.MustNewConstMetric(poolDecodeDesc, prometheus.GaugeValue, s.DecodeTPS, node, pool)
+		}
+		ch <- prometheus.MustNewConstMetric(poolServiceDesc, prometheus.GaugeValue, s.Service.Seconds(), node, pool)
+	}
 }
 
 // TaskEnded counts a finished task.
 func (m *Metrics) TaskEnded(outcome string) { m.tasks.WithLabelValues(outcome).Inc() }
 
-// FirstToken records a task's time to first token on a pool, and how far
-// it was from the prediction made at admission (0: none was made).
-func (m *Metrics) FirstToken(pool string, actual, predicted time.Duration) {
-	m.ttft.WithLabelValues(pool).Observe(actual.Seconds())
+// FirstToken records a task's time to first token on a pool (with its
+// trace as exemplar), and how far it was from the prediction made at
+// admission (0: none was made).
+func (m *Metrics) FirstToken(pool string, actual, predicted time.Duration, sc trace.SpanContext) {
+	observe(m.ttft.WithLabelValues(pool), actual.Seconds(), sc)
 	if predicted <= 0 {
 		return
 	}
@@ -97,4 +158,6 @@ func (m *Metrics) FirstToken(pool string, actual, predicted time.Duration) {
 }
 
 // ProxyOverhead records one chunk's time in the control plane.
-func (m *Metrics) ProxyOverhead(d time.Duration) { m.overhead.Observe(d.Seconds()) }
+func (m *Metrics) ProxyOverhead(d time.Duration, sc trace.SpanContext) {
+	observe(m.overhead, d.Seconds(), sc)
+}

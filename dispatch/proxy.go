@@ -64,7 +64,7 @@ func (p *Proxy) Forward(w http.ResponseWriter, r *http.Request, path string, bod
 			return Result{Outcome: EngineFailed, Err: err}
 		}
 		defer resp.Body.Close()
-		res := p.relay(w, resp, pl, admitted, j.Predicted.TTFT)
+		res := p.relay(w, resp, pl, admitted, j)
 		res.Obs.Sent = sent
 		return res
 	})
@@ -138,7 +138,7 @@ func (t *tail) add(p []byte) {
 func (t *tail) bytes() []byte { return t.buf[:t.n] }
 
 // relay copies the engine's answer to the client, flushing every read.
-func (p *Proxy) relay(w http.ResponseWriter, resp *http.Response, pl Placement, admitted time.Time, predictedTTFT time.Duration) Result {
+func (p *Proxy) relay(w http.ResponseWriter, resp *http.Response, pl Placement, admitted time.Time, j *Job) Result {
 	for _, h := range []string{"Content-Type", "Cache-Control"} {
 		if v := resp.Header.Get(h); v != "" {
 			w.Header().Set(h, v)
@@ -163,7 +163,7 @@ func (p *Proxy) relay(w http.ResponseWriter, resp *http.Response, pl Placement, 
 			if res.Obs.FirstByte.IsZero() {
 				res.Obs.FirstByte = read
 				if resp.StatusCode == http.StatusOK {
-					p.metrics.FirstToken(pl.Candidate.Pool.PoolID, read.Sub(admitted), predictedTTFT)
+					p.metrics.FirstToken(pl.Candidate.Pool.PoolID, read.Sub(admitted), j.Predicted.TTFT, j.Trace)
 				}
 			}
 			if _, werr := w.Write(buf[:n]); werr != nil {
@@ -174,7 +174,7 @@ func (p *Proxy) relay(w http.ResponseWriter, resp *http.Response, pl Placement, 
 			if flusher != nil {
 				flusher.Flush()
 			}
-			p.metrics.ProxyOverhead(time.Since(read))
+			p.metrics.ProxyOverhead(time.Since(read), j.Trace)
 			end.add(buf[:n])
 		}
 		if errors.Is(err, io.EOF) {

@@ -104,7 +104,7 @@ func (r *Runner) run(t *Task, j *Job, req V2Request) {
 		t.Fail(&api.Error{Code: api.CodeInvalidParams, Message: refused.Error(), Engine: "llamacpp"})
 		r.metrics.TaskEnded("engine_error")
 	default:
-		r.log.Warn("engine lost", "task_id", t.ID, "pool", pl.Key(), "tokens", res.Obs.Tokens, "err", res.Err)
+		r.log.WarnContext(t.Context(), "engine lost", "task_id", t.ID, "pool", pl.Key(), "tokens", res.Obs.Tokens, "err", res.Err)
 		t.Fail(&api.Error{Code: api.CodeWorkerReset, Message: "the engine serving the task was lost: " + res.Err.Error(),
 			Engine: "llamacpp", Retriable: true, RetryAfterMS: 1000})
 		r.metrics.TaskEnded("worker_reset")
@@ -153,7 +153,7 @@ func (r *Runner) stream(ctx context.Context, t *Task, p Placement, req V2Request
 				first()
 				res.Obs.FirstByte = time.Now()
 				ttft = res.Obs.FirstByte.Sub(admitted)
-				r.metrics.FirstToken(p.Candidate.Pool.PoolID, ttft, j.Predicted.TTFT)
+				r.metrics.FirstToken(p.Candidate.Pool.PoolID, ttft, j.Predicted.TTFT, j.Trace)
 				res.Delivered = true
 			}
 			t.Emit("token", tokenEvent{T: ch.Content, I: tokens})

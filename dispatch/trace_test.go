@@ -1,9 +1,11 @@
 package dispatch
 
 import (
+	"maps"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
@@ -81,5 +83,51 @@ func TestStatusAndOutcomeOfCodes(t *testing.T) {
 		if got := outcomeOf(code); got != want {
 			t.Errorf("outcomeOf(%s) = %s, want %s", code, got, want)
 		}
+	}
+}
+
+// A sampled trace rides along as an exemplar of the latency histograms; an
+// unsampled or absent one does not.
+func TestLatencyExemplars(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	m := NewMetrics(reg)
+	traceID, _ := trace.TraceIDFromHex("4bf92f3577b34da6a3ce929d0e0e4736")
+	spanID, _ := trace.SpanIDFromHex("00f067aa0ba902b7")
+	sampled := trace.NewSpanContext(trace.SpanContextConfig{TraceID: traceID, SpanID: spanID, TraceFlags: trace.FlagsSampled})
+	unsampled := trace.NewSpanContext(trace.SpanContextConfig{TraceID: traceID, SpanID: spanID})
+	m.FirstToken("pool-0", 30*time.Millisecond, 20*time.Millisecond, sampled)
+	m.FirstToken("pool-1", 30*time.Millisecond, 20*time.Millisecond, unsampled)
+	m.ProxyOverhead(20*time.Microsecond, sampled)
+	m.placementLatency(40*time.Microsecond, trace.SpanContext{})
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exemplars := map[string]string{} // series -> trace id
+	for _, f := range families {
+		for _, mt := range f.GetMetric() {
+			name := f.GetName()
+			for _, l := range mt.GetLabel() {
+				if l.GetName() == "pool_id" {
+					name += "/" + l.GetValue()
+				}
+			}
+			for _, b := range mt.GetHistogram().GetBucket() {
+				if ex := b.GetExemplar(); ex != nil {
+					for _, l := range ex.GetLabel() {
+						if l.GetName() == "trace_id" {
+							exemplars[name] = l.GetValue()
+						}
+					}
+				}
+			}
+		}
+	}
+	want := map[string]string{
+		"llorch_task_time_to_first_token_seconds/pool-0": traceID.String(),
+		"llorch_proxy_overhead_seconds":                  traceID.String(),
+	}
+	if !maps.Equal(exemplars, want) {
+		t.Errorf("exemplars %v, want %v", exemplars, want)
 	}
 }

@@ -21,7 +21,7 @@ func NewPoolsCollector(pools PoolLister) *PoolsCollector {
 	return &PoolsCollector{
 		pools:      pools,
 		ready:      d("ready", "1 if the pool has a ready engine replica."),
-		slotsTotal: d("slots_total", "Engine slots of the pool's ready replicas."),
+		slotsTotal: d("slots", "Engine slots of the pool's ready replicas."),
 		slotsFree:  d("slots_free", "Free engine slots: the engine's live count where it is scraped, else the handoff file's."),
 		draining:   d("draining", "1 if the pool is draining."),
 		vramTotal:  d("vram_total_bytes", "GPU memory of the pool's GPUs (its device mask)."),

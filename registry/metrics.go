@@ -20,7 +20,7 @@ type metrics struct {
 	heartbeatsVec,
 	transitions *prometheus.CounterVec
 
-	nodesDesc, ageDesc, poolsDesc *prometheus.Desc
+	nodesDesc, ageDesc, poolsDesc, statusDesc, intervalDesc, timeoutDesc *prometheus.Desc
 }
 
 func newMetrics() *metrics {
@@ -43,6 +43,12 @@ func newMetrics() *metrics {
 			"Seconds since the node's last heartbeat (or registration).", []string{"node_id"}, nil),
 		poolsDesc: prometheus.NewDesc("llorch_pools_available",
 			"Pools that can take work: ready, not draining, on an online node.", nil, nil),
+		statusDesc: prometheus.NewDesc("llorch_node_status",
+			"1 for the node's status as the control plane sees it (online, draining, offline), 0 for the others.", []string{"node_id", "status"}, nil),
+		intervalDesc: prometheus.NewDesc("llorch_node_heartbeat_interval_seconds",
+			"The node's heartbeat interval as observed: a moving average of the gaps between its heartbeats.", []string{"node_id"}, nil),
+		timeoutDesc: prometheus.NewDesc("llorch_node_timeout_seconds",
+			"How long a node may go without a heartbeat before it is offline (--node-timeout).", nil, nil),
 	}
 	// Resolve the hot-path children once so a heartbeat does no label lookup.
 	m.registrations.ok = m.registrationsVec.WithLabelValues(OutcomeOK)
@@ -74,6 +80,9 @@ func (r *Registry) Describe(ch chan<- *prometheus.Desc) {
 	ch <- r.metrics.nodesDesc
 	ch <- r.metrics.ageDesc
 	ch <- r.metrics.poolsDesc
+	ch <- r.metrics.statusDesc
+	ch <- r.metrics.intervalDesc
+	ch <- r.metrics.timeoutDesc
 }
 
 // Collect implements prometheus.Collector. Gauges are computed from the node
@@ -91,6 +100,12 @@ func (r *Registry) Collect(ch chan<- prometheus.Metric) {
 	for id, n := range r.nodes {
 		counts[n.status]++
 		ch <- prometheus.MustNewConstMetric(m.ageDesc, prometheus.GaugeValue, now.Sub(n.lastHeartbeat).Seconds(), id)
+		for _, st := range statuses {
+			ch <- prometheus.MustNewConstMetric(m.statusDesc, prometheus.GaugeValue, boolValue(n.status == st), id, st)
+		}
+		if n.interval > 0 {
+			ch <- prometheus.MustNewConstMetric(m.intervalDesc, prometheus.GaugeValue, n.interval.Seconds(), id)
+		}
 		if n.status != api.StatusOnline {
 			continue
 		}
@@ -105,4 +120,15 @@ func (r *Registry) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.nodesDesc, prometheus.GaugeValue, float64(c), status)
 	}
 	ch <- prometheus.MustNewConstMetric(m.poolsDesc, prometheus.GaugeValue, float64(pools))
+	ch <- prometheus.MustNewConstMetric(m.timeoutDesc, prometheus.GaugeValue, r.timeout.Seconds())
+}
+
+// statuses are the values of llorch_node_status's status label.
+var statuses = []string{api.StatusOnline, api.StatusDraining, api.StatusOffline}
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -53,6 +53,20 @@ type node struct {
 	lastHeartbeat time.Time
 	pools         []api.PoolState // replaced whole, never mutated
 	gpus          []api.GPUState  // replaced whole, never mutated
+	// interval is the node's heartbeat interval as observed: a moving
+	// average of the gaps between its heartbeats (0 before the second).
+	interval time.Duration
+}
+
+// observeInterval folds one gap between heartbeats into the average; a
+// gap after an outage (offline) is not an interval and is not passed in.
+// The first gap sets it, then each moves it a quarter of the way: a changed
+// --heartbeat-interval shows within a few beats, a late one barely.
+func observeInterval(avg, gap time.Duration) time.Duration {
+	if avg <= 0 {
+		return gap
+	}
+	return avg + (gap-avg)/4
 }
 
 // New returns an empty registry.
@@ -71,6 +85,10 @@ func New(opts Options) *Registry {
 		nodes:   make(map[string]*node),
 	}
 }
+
+// Timeout is how long a node may go without a heartbeat before it is
+// offline (exported as llorch_node_timeout_seconds, for alert rules).
+func (r *Registry) Timeout() time.Duration { return r.timeout }
 
 // NextHeartbeat is the interval the registry asks agents to keep: a third of
 // the timeout, so two heartbeats can be lost before a node goes offline.
@@ -123,6 +141,9 @@ func (r *Registry) Heartbeat(nodeID string, hb api.HeartbeatRequest) error {
 	}
 	from := n.status
 	n.status = to
+	if gap := now.Sub(n.lastHeartbeat); from == api.StatusOnline || from == api.StatusDraining {
+		n.interval = observeInterval(n.interval, gap)
+	}
 	n.lastHeartbeat = now
 	n.pools = hb.Pools
 	n.gpus = hb.GPUs

@@ -217,6 +217,9 @@ func TestMetrics(t *testing.T) {
 # TYPE llorch_node_heartbeat_age_seconds gauge
 llorch_node_heartbeat_age_seconds{node_id="n1"} 6
 llorch_node_heartbeat_age_seconds{node_id="n2"} 11
+# HELP llorch_node_heartbeat_interval_seconds The node's heartbeat interval as observed: a moving average of the gaps between its heartbeats.
+# TYPE llorch_node_heartbeat_interval_seconds gauge
+llorch_node_heartbeat_interval_seconds{node_id="n1"} 5
 # HELP llorch_node_heartbeats_total Node heartbeats received, by outcome.
 # TYPE llorch_node_heartbeats_total counter
 llorch_node_heartbeats_total{outcome="invalid"} 1
@@ -226,10 +229,21 @@ llorch_node_heartbeats_total{outcome="unknown_node"} 1
 # TYPE llorch_node_registrations_total counter
 llorch_node_registrations_total{outcome="invalid"} 1
 llorch_node_registrations_total{outcome="ok"} 2
+# HELP llorch_node_status 1 for the node's status as the control plane sees it (online, draining, offline), 0 for the others.
+# TYPE llorch_node_status gauge
+llorch_node_status{node_id="n1",status="draining"} 0
+llorch_node_status{node_id="n1",status="offline"} 0
+llorch_node_status{node_id="n1",status="online"} 1
+llorch_node_status{node_id="n2",status="draining"} 0
+llorch_node_status{node_id="n2",status="offline"} 1
+llorch_node_status{node_id="n2",status="online"} 0
 # HELP llorch_node_status_transitions_total Node status changes; from=none is a first registration, to=deregistered a removal.
 # TYPE llorch_node_status_transitions_total counter
 llorch_node_status_transitions_total{from="none",to="online"} 2
 llorch_node_status_transitions_total{from="online",to="offline"} 1
+# HELP llorch_node_timeout_seconds How long a node may go without a heartbeat before it is offline (--node-timeout).
+# TYPE llorch_node_timeout_seconds gauge
+llorch_node_timeout_seconds 10
 # HELP llorch_nodes Registered nodes by status.
 # TYPE llorch_nodes gauge
 llorch_nodes{status="draining"} 0

@@ -9,6 +9,7 @@ import (
 
 	promapi "github.com/prometheus/client_golang/api"
 	v1 "github.com/prometheus/client_golang/api/prometheus/v1"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/model"
 )
 
@@ -72,6 +73,23 @@ func (p *PromQL) Run(ctx context.Context, log *slog.Logger) {
 		case <-t.C:
 		}
 	}
+}
+
+var promqlUpDesc = prometheus.NewDesc("llorch_utilization_promql_up",
+	"1 if the control plane's last PromQL refresh of utilisation (for placement) succeeded.", nil, nil)
+
+var _ prometheus.Collector = (*PromQL)(nil)
+
+// Describe implements prometheus.Collector.
+func (p *PromQL) Describe(ch chan<- *prometheus.Desc) { ch <- promqlUpDesc }
+
+// Collect implements prometheus.Collector.
+func (p *PromQL) Collect(ch chan<- prometheus.Metric) {
+	up := 1.0
+	if p.Err() != nil {
+		up = 0
+	}
+	ch <- prometheus.MustNewConstMetric(promqlUpDesc, prometheus.GaugeValue, up)
 }
 
 // Err is the last refresh's error, nil if it succeeded.

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/llorch/llorch/scheduler"
 )
 
@@ -127,8 +129,8 @@ func TestPromQL(t *testing.T) {
 	if err := p.Refresh(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	if p.Err() != nil {
-		t.Errorf("Err() = %v after a good refresh", p.Err())
+	if p.Err() != nil || testutil.ToFloat64(p) != 1 {
+		t.Errorf("Err() = %v, llorch_utilization_promql_up %v after a good refresh", p.Err(), testutil.ToFloat64(p))
 	}
 	f.mu.Lock()
 	if len(f.queries) != len(queries)+1 || f.queries[len(f.queries)-1] != ageQuery {
@@ -167,8 +169,8 @@ func TestPromQL(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "query timed out") {
 		t.Errorf("Refresh = %v, want the Prometheus error", err)
 	}
-	if p.Err() == nil || p.Err().Error() != err.Error() {
-		t.Errorf("Err() = %v, want %v", p.Err(), err)
+	if p.Err() == nil || p.Err().Error() != err.Error() || testutil.ToFloat64(p) != 0 {
+		t.Errorf("Err() = %v, want %v; llorch_utilization_promql_up %v, want 0", p.Err(), err, testutil.ToFloat64(p))
 	}
 	if u := p.Get("a", "pool-0", ""); !u.At.Equal(ta) {
 		t.Errorf("after a failed refresh: %+v, want the last snapshot", u)

@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/llorch/llorch/promtext"
 )
@@ -18,14 +21,27 @@ type Target struct {
 	Address string // the agent's external URL
 }
 
-// Scraper reads every target's /metrics on an interval.
+// Scraper reads every target's /metrics on an interval. It tells when a
+// target's scrapes start or stop failing (a log line on each change, and
+// llorch_utilization_scrape_up and _failures_total per node), so an
+// operator sees why placement fell back to registry state for a node.
 type Scraper struct {
 	targets  func() []Target
 	interval time.Duration
 	client   *http.Client
 	now      func() time.Time
+	log      *slog.Logger
 
 	readings
+
+	healthMu sync.Mutex
+	health   map[string]*targetHealth // by node id
+}
+
+// targetHealth is one target's scrape record.
+type targetHealth struct {
+	up       bool
+	failures uint64
 }
 
 var (
@@ -33,12 +49,17 @@ var (
 	_ Versioned = (*Scraper)(nil)
 )
 
-// NewScraper scrapes targets() every interval.
-func NewScraper(targets func() []Target, interval time.Duration) *Scraper {
+// NewScraper scrapes targets() every interval; log (nil: slog.Default())
+// hears when a target's scrapes start or stop failing.
+func NewScraper(targets func() []Target, interval time.Duration, log *slog.Logger) *Scraper {
+	if log == nil {
+		log = slog.Default()
+	}
 	return &Scraper{
-		targets: targets, interval: interval, now: time.Now,
+		targets: targets, interval: interval, now: time.Now, log: log,
 		client:   &http.Client{Timeout: interval},
 		readings: readings{nodes: map[string]nodeReading{}},
+		health:   map[string]*targetHealth{},
 	}
 }
 
@@ -69,6 +90,7 @@ func (s *Scraper) ScrapeAll(ctx context.Context) {
 			defer wg.Done()
 			defer func() { <-sem }()
 			r, err := s.scrape(ctx, t)
+			s.record(ctx, t, err)
 			if err != nil {
 				return
 			}
@@ -90,7 +112,70 @@ func (s *Scraper) ScrapeAll(ctx context.Context) {
 		}
 	}
 	s.mu.Unlock()
+	s.healthMu.Lock()
+	for id := range s.health {
+		if !keep[id] {
+			delete(s.health, id)
+		}
+	}
+	s.healthMu.Unlock()
 	s.version.Add(1)
+}
+
+// record notes a scrape's outcome, logging when a target's scrapes start
+// failing (or fail from the first) and when they work again. A scrape cut
+// by shutdown is not a failure.
+func (s *Scraper) record(ctx context.Context, t Target, err error) {
+	if err != nil && ctx.Err() != nil {
+		return
+	}
+	s.healthMu.Lock()
+	h, seen := s.health[t.NodeID]
+	if !seen {
+		h = &targetHealth{}
+		s.health[t.NodeID] = h
+	}
+	was := h.up
+	h.up = err == nil
+	if err != nil {
+		h.failures++
+	}
+	s.healthMu.Unlock()
+	switch {
+	case err != nil && (was || !seen):
+		s.log.Warn("scrape of a node agent failing: placement uses registry state for its pools", "node_id", t.NodeID, "address", t.Address, "err", err)
+	case err == nil && seen && !was:
+		s.log.Info("scrape of a node agent working again", "node_id", t.NodeID, "address", t.Address)
+	}
+}
+
+var (
+	scrapeUpDesc = prometheus.NewDesc("llorch_utilization_scrape_up",
+		"1 if the control plane's last scrape of the node agent's /metrics (for placement) succeeded.", []string{"node_id"}, nil)
+	scrapeFailuresDesc = prometheus.NewDesc("llorch_utilization_scrape_failures_total",
+		"Failed scrapes of the node agent's /metrics by the control plane (for placement).", []string{"node_id"}, nil)
+)
+
+var _ prometheus.Collector = (*Scraper)(nil)
+
+// Describe implements prometheus.Collector.
+func (s *Scraper) Describe(ch chan<- *prometheus.Desc) {
+	ch <- scrapeUpDesc
+	ch <- scrapeFailuresDesc
+}
+
+// Collect implements prometheus.Collector: every target scraped so far.
+func (s *Scraper) Collect(ch chan<- prometheus.Metric) {
+	s.healthMu.Lock()
+	defer s.healthMu.Unlock()
+	for id, h := range s.health {
+		up := 0.0
+		if h.up {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(scrapeUpDesc, prometheus.GaugeValue, up, id)
+		ch <- prometheus.MustNewConstMetric(scrapeFailuresDesc, prometheus.CounterValue, float64(h.failures), id)
+	}
 }
 
 func (s *Scraper) scrape(ctx context.Context, t Target) (nodeReading, error) {

@@ -2,13 +2,19 @@ package utilization
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/llorch/llorch/scheduler"
 )
@@ -223,7 +229,7 @@ func TestScraper(t *testing.T) {
 	b := newAgent(t, strings.ReplaceAll(agentScrape, "gpu-node-1", "gpu-node-2"))
 	var mu sync.Mutex
 	targets := []Target{{NodeID: "a", Address: a.srv.URL + "/"}, {NodeID: "b", Address: b.srv.URL}}
-	s := NewScraper(func() []Target { mu.Lock(); defer mu.Unlock(); return append([]Target(nil), targets...) }, 2*time.Second)
+	s := NewScraper(func() []Target { mu.Lock(); defer mu.Unlock(); return append([]Target(nil), targets...) }, 2*time.Second, nil)
 	clk := &clock{t: t0}
 	s.now = clk.now
 	const stale = 10 * time.Second
@@ -292,7 +298,7 @@ func TestScraper(t *testing.T) {
 
 func TestScraperRun(t *testing.T) {
 	a := newAgent(t, agentScrape)
-	s := NewScraper(func() []Target { return []Target{{NodeID: "a", Address: a.srv.URL}} }, 20*time.Millisecond)
+	s := NewScraper(func() []Target { return []Target{{NodeID: "a", Address: a.srv.URL}} }, 20*time.Millisecond, nil)
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() { s.Run(ctx); close(done) }()
@@ -313,5 +319,70 @@ func TestScraperRun(t *testing.T) {
 	<-done
 	if u := s.Get("a", "pool-0", ""); u.At.IsZero() || u.RequestsProcessing != 4 {
 		t.Errorf("after Run: %+v", u)
+	}
+}
+
+// logRecorder keeps the messages logged at WARN and INFO.
+type logRecorder struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (l *logRecorder) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logRecorder) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.msgs = append(l.msgs, r.Level.String()+" "+r.Message)
+	return nil
+}
+func (l *logRecorder) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *logRecorder) WithGroup(string) slog.Handler      { return l }
+
+func (l *logRecorder) take() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := l.msgs
+	l.msgs = nil
+	return out
+}
+
+// A failing target is logged when it starts and stops failing, not on every
+// scrape, and counted per node.
+func TestScraperTellsWhenATargetFails(t *testing.T) {
+	a := newAgent(t, agentScrape)
+	logs := &logRecorder{}
+	s := NewScraper(func() []Target { return []Target{{NodeID: "a", Address: a.srv.URL}} }, 2*time.Second, slog.New(logs))
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(s)
+	metrics := func(up, failures int) string {
+		return fmt.Sprintf(`
+# HELP llorch_utilization_scrape_failures_total Failed scrapes of the node agent's /metrics by the control plane (for placement).
+# TYPE llorch_utilization_scrape_failures_total counter
+llorch_utilization_scrape_failures_total{node_id="a"} %d
+# HELP llorch_utilization_scrape_up 1 if the control plane's last scrape of the node agent's /metrics (for placement) succeeded.
+# TYPE llorch_utilization_scrape_up gauge
+llorch_utilization_scrape_up{node_id="a"} %d
+`, failures, up)
+	}
+	steps := []struct {
+		name     string
+		status   int
+		logs     []string
+		up, fail int
+	}{
+		{"working", http.StatusOK, nil, 1, 0},
+		{"fails", http.StatusServiceUnavailable, []string{"WARN scrape of a node agent failing: placement uses registry state for its pools"}, 0, 1},
+		{"fails again: no new line", http.StatusServiceUnavailable, nil, 0, 2},
+		{"recovers", http.StatusOK, []string{"INFO scrape of a node agent working again"}, 1, 2},
+	}
+	for _, st := range steps {
+		a.fail(st.status)
+		s.ScrapeAll(t.Context())
+		if got := logs.take(); !slices.Equal(got, st.logs) {
+			t.Errorf("%s: logged %q, want %q", st.name, got, st.logs)
+		}
+		if err := testutil.GatherAndCompare(reg, strings.NewReader(metrics(st.up, st.fail))); err != nil {
+			t.Errorf("%s: %v", st.name, err)
+		}
 	}
 }

@@ -138,7 +138,8 @@ func run(c *cli.Context) error {
 					out[i] = utilization.Target{NodeID: n.NodeID, Address: n.Address}
 				}
 				return out
-			}, metricsInterval)
+			}, metricsInterval, log)
+			promReg.MustRegister(scraper)
 			go scraper.Run(ctx)
 			util = scraper
 			log.Info("placement reads utilisation by scraping the node agents", "interval", metricsInterval)
@@ -163,6 +164,7 @@ func run(c *cli.Context) error {
 		if err != nil {
 			return err
 		}
+		promReg.MustRegister(pq)
 		go pq.Run(ctx, log)
 		util = pq
 		log.Info("placement reads utilisation from Prometheus", "url", u, "interval", metricsInterval)
@@ -176,6 +178,7 @@ func run(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	promReg.MustRegister(dispatcher)
 	// Heartbeats do not wake the dispatcher: its fleet snapshot changes at
 	// most every 100 ms, which its own tick covers; waking it on each of
 	// thousands of heartbeats a second would only repeat passes.
