@@ -69,7 +69,7 @@ func RequireToken(token string, open []string, next http.Handler) http.Handler {
 		scheme, got, ok := strings.Cut(r.Header.Get("Authorization"), " ")
 		if !ok || !strings.EqualFold(scheme, "Bearer") || subtle.ConstantTimeCompare([]byte(got), want) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="llorch"`)
-			WriteError(w, http.StatusUnauthorized, Error{Code: CodeUnauthorized, Message: "missing or wrong bearer token"})
+			WriteErrorFor(w, r, http.StatusUnauthorized, Error{Code: CodeUnauthorized, Message: "missing or wrong bearer token"})
 			return
 		}
 		next.ServeHTTP(w, r)

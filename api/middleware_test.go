@@ -212,3 +212,34 @@ func TestCheckExposure(t *testing.T) {
 		})
 	}
 }
+
+// The OpenAI routes answer a missing token in OpenAI's shape; the others in
+// llorch's envelope.
+func TestUnauthorizedShapeFollowsTheRoute(t *testing.T) {
+	h := RequireToken("s3cret", nil, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	for _, tc := range []struct {
+		path   string
+		openAI bool
+	}{
+		{"/v1/chat/completions", true},
+		{"/v1/models", true},
+		{"/v2/tasks", false},
+		{"/v1x", false},
+	} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, tc.path, nil))
+		if rec.Code != http.StatusUnauthorized {
+			t.Fatalf("%s: status %d", tc.path, rec.Code)
+		}
+		var openAI OpenAIError
+		var envelope Error
+		_ = json.Unmarshal(rec.Body.Bytes(), &openAI)
+		_ = json.Unmarshal(rec.Body.Bytes(), &envelope)
+		switch {
+		case tc.openAI && (openAI.Error.Code != CodeUnauthorized || openAI.Error.Type != "authentication_error" || openAI.Error.Message == ""):
+			t.Errorf("%s: %s, want OpenAI's error shape", tc.path, rec.Body)
+		case !tc.openAI && envelope.Code != CodeUnauthorized:
+			t.Errorf("%s: %s, want llorch's envelope", tc.path, rec.Body)
+		}
+	}
+}

@@ -373,8 +373,9 @@ func TestFullQueueAnswers429(t *testing.T) {
 	if ra, err := strconv.Atoi(resp.Header.Get("Retry-After")); err != nil || ra < 1 {
 		t.Errorf("Retry-After %q", resp.Header.Get("Retry-After"))
 	}
-	var e api.Error
-	if err := json.Unmarshal(body, &e); err != nil || e.Code != api.CodeAdmissionReject {
+	// OpenAI's error shape, as every OpenAI client reads it.
+	var e api.OpenAIError
+	if err := json.Unmarshal(body, &e); err != nil || e.Error.Code != api.CodeAdmissionReject || e.Error.Type != "rate_limit_error" || e.Error.Message == "" {
 		t.Errorf("body %s", body)
 	}
 	cancel()
@@ -659,9 +660,9 @@ func TestRefusalWithoutAnotherPool(t *testing.T) {
 	if took := time.Since(begin); took > 2*time.Second {
 		t.Errorf("answered after %v", took)
 	}
-	var e api.Error
+	var e api.OpenAIError
 	if err := json.Unmarshal(body, &e); err != nil || resp.StatusCode != http.StatusServiceUnavailable ||
-		e.Code != api.CodePoolUnavailable || !strings.Contains(e.Message, "500") || resp.Header.Get("Retry-After") == "" {
+		e.Error.Code != api.CodePoolUnavailable || e.Error.Type != "server_error" || !strings.Contains(e.Error.Message, "500") || resp.Header.Get("Retry-After") == "" {
 		t.Errorf("status %d %v: %s", resp.StatusCode, resp.Header, body)
 	}
 }

@@ -17,16 +17,8 @@ import (
 )
 
 // openAIError writes an error the way OpenAI clients read it
-// ({"error":{"message","type","code"}}), with llorch's fields alongside.
-func openAIError(w http.ResponseWriter, status int, e api.Error) {
-	if e.RetryAfterMS > 0 {
-		api.WriteError(w, status, e) // sets Retry-After
-		return
-	}
-	api.WriteJSON(w, status, map[string]any{"error": map[string]any{
-		"message": e.Message, "type": "llorch_error", "code": e.Code, "retriable": e.Retriable,
-	}})
-}
+// ({"error":{"message","type","code"}}), Retry-After included.
+func openAIError(w http.ResponseWriter, status int, e api.Error) { api.WriteOpenAIError(w, status, e) }
 
 // openAICompletion serves POST /v1/chat/completions and /v1/completions:
 // the request is placed like any task and forwarded unchanged to the

@@ -87,7 +87,7 @@ func NewHandler(opts Options) http.Handler {
 	mux.HandleFunc("POST /v1/completions", s.inference(s.openAICompletion))
 	mux.HandleFunc("GET /v1/models", s.inference(s.listModels))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		api.WriteError(w, http.StatusNotFound, api.Error{Code: api.CodeNotFound, Message: "no route for " + r.Method + " " + r.URL.Path})
+		api.WriteErrorFor(w, r, http.StatusNotFound, api.Error{Code: api.CodeNotFound, Message: "no route for " + r.Method + " " + r.URL.Path})
 	})
 	return api.WithCorrelationID(api.RequireToken(opts.Token, []string{"/health", "/metrics"}, mux))
 }
@@ -114,8 +114,9 @@ func (s *server) inference(h http.HandlerFunc) http.HandlerFunc {
 	if s.dispatcher != nil {
 		return h
 	}
-	return func(w http.ResponseWriter, _ *http.Request) {
-		api.WriteError(w, http.StatusServiceUnavailable, api.Error{Code: api.CodePoolUnavailable, Message: "this control plane serves no tasks"})
+	return func(w http.ResponseWriter, r *http.Request) {
+		api.WriteErrorFor(w, r, http.StatusServiceUnavailable, api.Error{Code: api.CodePoolUnavailable, Message: "this control plane serves no tasks",
+			Retriable: true, RetryAfterMS: 5000})
 	}
 }
 

@@ -392,6 +392,9 @@ llorch_placement_pool_in_flight{node_id="n1",pool_id="pool-0"} 1
 # HELP llorch_placement_pool_service_seconds How long a task holds one of the pool's slots, learned from its completed tasks.
 # TYPE llorch_placement_pool_service_seconds gauge
 llorch_placement_pool_service_seconds{node_id="n1",pool_id="pool-0"} 0.31
+# HELP llorch_placement_session_affinities Sessions whose last pool placement remembers (bounded by size and age).
+# TYPE llorch_placement_session_affinities gauge
+llorch_placement_session_affinities 0
 `
 	reg := prometheus.NewPedanticRegistry()
 	reg.MustRegister(h.d)

@@ -102,6 +102,10 @@ type Options struct {
 	// plane's own tasks is counted (default 15 s: a heartbeat and an
 	// engine poll at the default intervals).
 	ForeignTTL time.Duration
+	// AffinityTTL and AffinitySize bound the memory of which pool served
+	// each session (defaults DefaultAffinityTTL, DefaultAffinitySize).
+	AffinityTTL  time.Duration
+	AffinitySize int
 	// Unplaceable is how long a queued task may find no pool that could
 	// ever take it (the fleet lost its model) before it fails.
 	Unplaceable time.Duration
@@ -130,7 +134,7 @@ type Dispatcher struct {
 	mu         sync.Mutex
 	books      map[string]*poolBook // by candidate key
 	dirty      map[string]struct{}  // books changed since the snapshot's overlay
-	affinity   map[string]string    // session id -> candidate key
+	affinity   *affinities          // session id -> candidate key
 	unfittable map[string]time.Time // job id -> first pass it could not fit anywhere
 	taskTokens float64              // mean generated tokens per task
 	prior      scheduler.Speed      // median of the measured pools
@@ -151,6 +155,12 @@ func New(opts Options) (*Dispatcher, error) {
 	}
 	if opts.Unplaceable <= 0 {
 		opts.Unplaceable = 10 * time.Second
+	}
+	if opts.AffinityTTL <= 0 {
+		opts.AffinityTTL = DefaultAffinityTTL
+	}
+	if opts.AffinitySize <= 0 {
+		opts.AffinitySize = DefaultAffinitySize
 	}
 	if opts.ForeignTTL <= 0 {
 		opts.ForeignTTL = 15 * time.Second
@@ -177,7 +187,7 @@ func New(opts Options) (*Dispatcher, error) {
 	return &Dispatcher{
 		opts: opts, place: full.Sampled(), explainFull: full, now: opts.Now, epoch: opts.Now(),
 		books: map[string]*poolBook{}, dirty: map[string]struct{}{},
-		affinity: map[string]string{}, unfittable: map[string]time.Time{},
+		affinity: newAffinities(opts.AffinityTTL, opts.AffinitySize), unfittable: map[string]time.Time{},
 		wake: make(chan struct{}, 1),
 	}, nil
 }
@@ -209,7 +219,7 @@ func (d *Dispatcher) hints(session string) scheduler.Hints {
 	defer d.mu.Unlock()
 	h := scheduler.Hints{TaskTokens: int(d.taskTokens + 0.5), Prior: d.prior, TTFTWeight: d.opts.TTFTWeight}
 	if session != "" {
-		h.AffinityPool = d.affinity[session]
+		h.AffinityPool = d.affinity.get(session, d.now())
 	}
 	return h
 }
@@ -282,7 +292,7 @@ func (d *Dispatcher) Submit(j *Job) (position int, predicted time.Duration, e *a
 	if errors.Is(err, admission.ErrFull) {
 		d.opts.Metrics.admission("rejected")
 		return 0, 0, &api.Error{Code: api.CodeAdmissionReject, Message: fmt.Sprintf("admission queue full (%d tasks)", d.opts.Queue.Capacity()),
-			Retriable: true, RetryAfterMS: max(1000, predicted.Milliseconds()), PolicyLabel: string(d.opts.Queue.Policy())}
+			Retriable: true, RetryAfterMS: min(max(1000, predicted.Milliseconds()), maxRetryAfterMS), PolicyLabel: string(d.opts.Queue.Policy())}
 	}
 	if evicted != nil {
 		d.opts.Metrics.admission("evicted")
@@ -297,6 +307,11 @@ func (d *Dispatcher) Submit(j *Job) (position int, predicted time.Duration, e *a
 	d.Wake()
 	return position, predicted, nil
 }
+
+// maxRetryAfterMS bounds the Retry-After of a full queue: the predicted
+// wait of a long queue of long tasks can be minutes, and a client told to
+// come back that late would rather try another control plane.
+const maxRetryAfterMS = 60_000
 
 // unavailable classifies why no pool fits.
 func (d *Dispatcher) unavailable(req *scheduler.Request) *api.Error {
@@ -376,7 +391,7 @@ func (d *Dispatcher) Release(p Placement, session string, outcome Outcome, obs O
 	case Succeeded:
 		b.failure = time.Time{}
 		if session != "" {
-			d.affinity[session] = k
+			d.affinity.set(session, k, now)
 		}
 		b.speed.observe(obs, p.Backlogged)
 		if obs.Tokens > 0 {

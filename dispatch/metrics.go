@@ -101,6 +101,8 @@ var (
 		"Load the pool's engines reported beyond this control plane's tasks (another client or replica), while it is counted.", []string{"node_id", "pool_id"}, nil)
 	poolDecodeDesc = prometheus.NewDesc("llorch_placement_pool_decode_tokens_per_second",
 		"One slot's generation speed learned from the pool's completed tasks.", []string{"node_id", "pool_id"}, nil)
+	affinitiesDesc = prometheus.NewDesc("llorch_placement_session_affinities",
+		"Sessions whose last pool placement remembers (bounded by size and age).", nil, nil)
 	poolServiceDesc = prometheus.NewDesc("llorch_placement_pool_service_seconds",
 		"How long a task holds one of the pool's slots, learned from its completed tasks.", []string{"node_id", "pool_id"}, nil)
 )
@@ -109,7 +111,7 @@ var _ prometheus.Collector = (*Dispatcher)(nil)
 
 // Describe implements prometheus.Collector: the books, per pool.
 func (d *Dispatcher) Describe(ch chan<- *prometheus.Desc) {
-	for _, desc := range []*prometheus.Desc{poolInFlightDesc, poolForeignDesc, poolDecodeDesc, poolServiceDesc} {
+	for _, desc := range []*prometheus.Desc{poolInFlightDesc, poolForeignDesc, poolDecodeDesc, poolServiceDesc, affinitiesDesc} {
 		ch <- desc
 	}
 }
@@ -120,6 +122,7 @@ func (d *Dispatcher) Collect(ch chan<- prometheus.Metric) {
 	now := d.now()
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(affinitiesDesc, prometheus.GaugeValue, float64(d.affinity.len()))
 	for key, b := range d.books {
 		node, pool, _ := strings.Cut(key, "/")
 		ch <- prometheus.MustNewConstMetric(poolInFlightDesc, prometheus.GaugeValue, float64(b.inflight), node, pool)

@@ -216,8 +216,8 @@ func (p *Proxy) relay(w http.ResponseWriter, resp *http.Response, pl Placement, 
 // is gone, so the error travels in the stream (SPEC §5).
 func (p *Proxy) workerReset(w io.Writer, f http.Flusher, cause error) {
 	p.metrics.TaskEnded("worker_reset")
-	body, _ := json.Marshal(map[string]api.Error{"error": {Code: api.CodeWorkerReset,
-		Message: "the engine serving the request was lost: " + cause.Error(), Engine: "llamacpp", Retriable: true, RetryAfterMS: 1000}})
+	body, _ := json.Marshal(api.OpenAIErrorOf(http.StatusServiceUnavailable, api.Error{Code: api.CodeWorkerReset,
+		Message: "the engine serving the request was lost: " + cause.Error(), Retriable: true, RetryAfterMS: 1000}))
 	_, _ = fmt.Fprintf(w, "event: error\ndata: %s\n\n", body)
 	if f != nil {
 		f.Flush()

@@ -55,8 +55,13 @@ type WatcherOptions struct {
 	Dir          string
 	Mode         Mode
 	PollInterval time.Duration
-	Sink         Sink
-	Logger       *slog.Logger
+	// RescanInterval is how often fsnotify mode re-reads the whole
+	// directory anyway (default DefaultRescanInterval), as Prometheus'
+	// file discovery does: a replaced runtime directory, or an event the
+	// kernel dropped, is caught within it.
+	RescanInterval time.Duration
+	Sink           Sink
+	Logger         *slog.Logger
 	// Registerer receives the handoff metrics; nil skips them.
 	Registerer prometheus.Registerer
 }
@@ -87,6 +92,9 @@ func (st fileStamp) unchanged(info os.FileInfo) bool {
 		st.info.ModTime().Equal(info.ModTime()) && st.info.Size() == info.Size()
 }
 
+// DefaultRescanInterval is fsnotify mode's full rescan period.
+const DefaultRescanInterval = 30 * time.Second
+
 // NewWatcher builds a Watcher and registers its metrics.
 func NewWatcher(opts WatcherOptions) (*Watcher, error) {
 	if opts.Mode == "" {
@@ -94,6 +102,9 @@ func NewWatcher(opts WatcherOptions) (*Watcher, error) {
 	}
 	if opts.PollInterval <= 0 {
 		opts.PollInterval = time.Second
+	}
+	if opts.RescanInterval <= 0 {
+		opts.RescanInterval = DefaultRescanInterval
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -172,13 +183,40 @@ func (w *Watcher) startFsnotify() (*fsnotify.Watcher, error) {
 }
 
 func (w *Watcher) runFsnotify(ctx context.Context, fsw *fsnotify.Watcher) error {
+	rescan := time.NewTimer(w.opts.RescanInterval)
+	defer rescan.Stop()
+	lost := false // the directory itself went: its watch with it
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-rescan.C:
+			// Re-arm the watch (a directory replaced since was not being
+			// watched; on a watched one Add changes nothing), then resync.
+			if err := fsw.Add(w.opts.Dir); err != nil {
+				if !lost {
+					w.opts.Logger.Error("runtime dir gone: cannot watch it", "dir", w.opts.Dir, "err", err)
+				}
+				lost = true
+				rescan.Reset(w.opts.PollInterval)
+				continue
+			}
+			if lost {
+				w.opts.Logger.Info("runtime dir back: watching it again", "dir", w.opts.Dir)
+			}
+			lost = false
+			w.rescan()
+			rescan.Reset(w.opts.RescanInterval)
 		case ev, ok := <-fsw.Events:
 			if !ok {
 				return errors.New("fsnotify: event channel closed")
+			}
+			if filepath.Clean(ev.Name) == filepath.Clean(w.opts.Dir) && (ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename)) {
+				// The directory was removed or moved away: look for a new
+				// one at the poll interval until it is there.
+				w.opts.Logger.Warn("runtime dir removed or replaced: rescanning until it is back", "dir", w.opts.Dir)
+				rescan.Reset(w.opts.PollInterval)
+				continue
 			}
 			if !IsHandoffName(filepath.Base(ev.Name)) {
 				continue

@@ -534,3 +534,40 @@ func TestWatcherStops(t *testing.T) {
 		})
 	}
 }
+
+// In fsnotify mode a runtime directory replaced under the watcher (moved
+// away, a new one made in its place) is found by the periodic rescan: its
+// files are loaded, the old ones removed.
+func TestFsnotifyFindsAReplacedDirectory(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "engines")
+	sink := newRecordingSink()
+	w, err := NewWatcher(WatcherOptions{Dir: dir, Mode: ModeFsnotify, PollInterval: 20 * time.Millisecond,
+		RescanInterval: 100 * time.Millisecond, Sink: sink, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	old := writeHandoff(t, dir, "pool-0_r0.json", handoffFor("pool-0", 2))
+	waitFor(t, "the first file", func() bool { return sink.has(old) })
+
+	if err := os.Rename(dir, dir+".old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fresh := writeHandoff(t, dir, "pool-1_r0.json", handoffFor("pool-1", 4))
+	waitFor(t, "the replaced directory's file", func() bool { return sink.has(fresh) })
+	// The old directory's file went with it (same name, gone from dir).
+	waitFor(t, "the old file removed", func() bool { return !sink.has(old) })
+	later := writeHandoff(t, dir, "pool-2_r0.json", handoffFor("pool-2", 1))
+	waitFor(t, "a file written into the new directory", func() bool { return sink.has(later) })
+}
