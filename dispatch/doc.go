@@ -1,13 +1,18 @@
 // Package dispatch turns admitted tasks into running ones. The Dispatcher
-// holds the admission queue and, whenever a slot may have freed (a task
-// ended, a heartbeat arrived, a tick), offers queued tasks to placement in
-// priority order and hands each placed task its pool. It counts the tasks
-// in flight per pool, so free slots are right between heartbeats, keeps
-// failed pools out for a while, and remembers which pool served each
-// session (KV-cache affinity).
+// holds the admission queue and the exact book of this control plane's
+// tasks on every pool: a slot is taken when a task is sent and given back
+// when its answer ends, and giving one back runs a placement pass at once.
+// Passes also run when a task is submitted and on a 100 ms tick (deadlines,
+// a pool that turned ready, foreign load ageing out); heartbeats do not
+// wake it. Placement offers queued tasks to the scheduler in priority
+// order; a task whose best pool is full waits for it. The books also keep
+// the load engines report beyond this control plane's own tasks, each
+// pool's learned speed (from its completed tasks) and last failure, and
+// the session affinity map.
 //
-// Runner (v2 tasks, events kept for late subscribers) and Proxy (OpenAI
-// routes, bytes passed through as they arrive) execute placed tasks against
-// the engines; both retry once on the next-best pool if an engine fails
-// before the first token.
+// Execute is the one path from placement to a finished task: wait, send,
+// release, and retry once on the next-best pool when the engine failed
+// before anything reached the client. Runner (v2 tasks, events kept for
+// late subscribers) and Proxy (OpenAI routes, bytes passed through as they
+// arrive) are its two front ends.
 package dispatch
