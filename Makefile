@@ -9,7 +9,7 @@ FUZZTIME ?= 5s
 # go-nvml's C header marks functions deprecated; the warnings are noise.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
-.PHONY: help build test test-unit test-e2e lint fuzz bench bench-placement run clean tools promtool nginx gpu-check
+.PHONY: help build test test-unit test-e2e test-rules lint fuzz bench bench-placement run observe clean tools promtool nginx gpu-check dashboards
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -17,7 +17,10 @@ help: ## list targets
 build: ## build orchestratord, pool-managerd and llorch into bin/
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/ ./cmd/...
 
-test: lint test-unit test-e2e fuzz ## everything the project checks (what CI runs)
+dashboards: ## regenerate the Grafana dashboards (dashboards/*.json) from their Go code
+	$(GO) run ./dashboards/generate -out dashboards
+
+test: lint test-rules test-unit test-e2e fuzz ## everything the project checks (what CI runs)
 
 test-unit: ## unit tests with the race detector
 	$(GO) test -race -count=1 ./...
@@ -25,12 +28,21 @@ test-unit: ## unit tests with the race detector
 test-e2e: promtool $(TOOLS)/jaeger ## end-to-end tests: real binaries (and Prometheus, Jaeger) as processes on 127.0.0.1
 	LLORCH_JAEGER=$(TOOLS)/jaeger $(GO) test -tags e2e -count=1 -timeout 15m ./e2e/...
 
-lint: $(TOOLS)/golangci-lint ## gofmt, go vet, golangci-lint
+lint: $(TOOLS)/golangci-lint $(TOOLS)/pint ## gofmt, go vet, golangci-lint, pint (alerts/)
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags e2e ./e2e/...
 	$(TOOLS)/golangci-lint run ./...
 	$(TOOLS)/golangci-lint run --build-tags e2e ./e2e/...
+	$(TOOLS)/pint --offline --no-color --config tools/pint/pint.hcl lint --fail-on=warning alerts/
+
+# The Prometheus rules in alerts/: promtool checks them and runs their unit
+# tests; every alert needs a test where it fires, one where it stays silent,
+# and a section in docs/runbooks.md.
+test-rules: promtool ## check and unit-test the Prometheus rules in alerts/ (promtool)
+	promtool check rules alerts/*.yml
+	promtool test rules alerts/tests/*.test.yml
+	./alerts/tests/coverage.sh
 
 $(TOOLS)/golangci-lint:
 	GOBIN=$(TOOLS) $(GO) install github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$(GOLANGCI_LINT_VERSION)
@@ -41,12 +53,19 @@ $(TOOLS)/golangci-lint:
 $(TOOLS)/jaeger: tools/jaeger/go.mod
 	cd tools/jaeger && $(GO) build -o $(TOOLS)/jaeger github.com/jaegertracing/jaeger/cmd/jaeger
 
+# pint (Cloudflare's rule linter) lints alerts/ in `make lint`. It is pinned
+# the same way, as a tool of tools/pint (go get -tool ...@v0.87.0); its
+# config is tools/pint/pint.hcl.
+$(TOOLS)/pint: tools/pint/go.mod
+	cd tools/pint && $(GO) build -ldflags "-X main.version=$$($(GO) list -m -f '{{.Version}}' github.com/cloudflare/pint)" \
+	  -o $(TOOLS)/pint github.com/cloudflare/pint/cmd/pint
+
 # promtool (Debian's prometheus package) checks a live agent's /metrics.
 promtool:
 	@command -v promtool >/dev/null || { echo "installing promtool (apt-get install prometheus)"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >/dev/null; }
 
-tools: $(TOOLS)/golangci-lint $(TOOLS)/jaeger promtool ## install the tools the checks need
+tools: $(TOOLS)/golangci-lint $(TOOLS)/jaeger $(TOOLS)/pint promtool ## install the tools the checks need
 
 fuzz: ## run every fuzz target for FUZZTIME (default 5s) each
 	@set -e; grep -rEo --include='*_test.go' '^func Fuzz[A-Za-z0-9_]+' . | sort -u | \
@@ -71,8 +90,11 @@ nginx:
 gpu-check: ## on an NVIDIA GPU machine: the agent's NVML metrics against nvidia-smi
 	./scripts/gpu-check.sh
 
-run: build ## a local fleet: orchestratord and two node agents on 127.0.0.1
+run: build ## a local fleet: orchestratord and three node agents on 127.0.0.1
 	./scripts/run-local.sh
+
+observe: build promtool $(TOOLS)/jaeger ## make run plus Prometheus and Jaeger wired with deploy/, and a steady load
+	./scripts/observe.sh
 
 clean: ## remove build outputs and local runtime state
 	rm -rf bin .run

@@ -44,7 +44,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		ttft: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "llorch_task_time_to_first_token_seconds", Help: "From admission to the first token sent to the client.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 14),
-		}, []string{"pool_id"}),
+		}, []string{"node_id", "pool_id"}),
 		overhead: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "llorch_proxy_overhead_seconds", Help: "Time a chunk spends in the control plane: from reading it off the engine to flushing it to the client.",
 			Buckets: []float64{1e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3},
@@ -63,6 +63,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	for _, d := range []string{"late", "early"} {
 		m.predictionErr.WithLabelValues(d)
+	}
+	// Every outcome's series exists from the start, so the first burst of
+	// rejections is an increase from 0 rather than a series appearing.
+	for _, o := range []string{"admitted", "rejected", "evicted"} {
+		m.admissions.WithLabelValues(o)
+	}
+	for _, o := range []string{"completed", "cancelled", "worker_reset", "engine_error", "rejected", "evicted", "deadline", "unavailable", "error"} {
+		m.tasks.WithLabelValues(o)
 	}
 	if reg != nil {
 		reg.MustRegister(m.queueDepthVec, m.admissions, m.decisions, m.placement, m.tasks, m.ttft, m.overhead, m.predictionErr)
@@ -116,29 +124,53 @@ func (d *Dispatcher) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
-// Collect implements prometheus.Collector. Speeds are left out of pools
-// never measured.
+// Collect implements prometheus.Collector. The books are per candidate
+// (a pool's replicas each have theirs); the series are per pool: counts
+// summed over its replicas, speeds their mean weighted by the tasks each
+// learned from. Speeds are left out of pools never measured.
 func (d *Dispatcher) Collect(ch chan<- prometheus.Metric) {
 	now := d.now()
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	ch <- prometheus.MustNewConstMetric(affinitiesDesc, prometheus.GaugeValue, float64(d.affinity.len()))
+	type poolSum struct {
+		inflight, foreign int
+		decode, decodeN   float64
+		service, serviceN float64
+	}
+	pools := make(map[[2]string]*poolSum, len(d.books))
 	for key, b := range d.books {
-		node, pool, _ := strings.Cut(key, "/")
-		ch <- prometheus.MustNewConstMetric(poolInFlightDesc, prometheus.GaugeValue, float64(b.inflight), node, pool)
-		foreign := 0
-		if now.Before(b.foreignUntil) {
-			foreign = b.foreign
+		// Keys are node/pool or node/pool/replica; ids hold no '/'.
+		node, rest, _ := strings.Cut(key, "/")
+		pool, _, _ := strings.Cut(rest, "/")
+		ps, ok := pools[[2]string{node, pool}]
+		if !ok {
+			ps = &poolSum{}
+			pools[[2]string{node, pool}] = ps
 		}
-		ch <- prometheus.MustNewConstMetric(poolForeignDesc, prometheus.GaugeValue, float64(foreign), node, pool)
+		ps.inflight += b.inflight
+		if now.Before(b.foreignUntil) {
+			ps.foreign += b.foreign
+		}
 		if b.speed.samples == 0 {
 			continue
 		}
-		s := b.speed.speed()
+		s, n := b.speed.speed(), float64(b.speed.samples)
 		if s.DecodeTPS > 0 {
-			ch <- prometheus.MustNewConstMetric(poolDecodeDesc, prometheus.GaugeValue, s.DecodeTPS, node, pool)
+			ps.decode, ps.decodeN = ps.decode+n*s.DecodeTPS, ps.decodeN+n
 		}
-		ch <- prometheus.MustNewConstMetric(poolServiceDesc, prometheus.GaugeValue, s.Service.Seconds(), node, pool)
+		ps.service, ps.serviceN = ps.service+n*s.Service.Seconds(), ps.serviceN+n
+	}
+	d.mu.Unlock()
+	for k, ps := range pools {
+		node, pool := k[0], k[1]
+		ch <- prometheus.MustNewConstMetric(poolInFlightDesc, prometheus.GaugeValue, float64(ps.inflight), node, pool)
+		ch <- prometheus.MustNewConstMetric(poolForeignDesc, prometheus.GaugeValue, float64(ps.foreign), node, pool)
+		if ps.decodeN > 0 {
+			ch <- prometheus.MustNewConstMetric(poolDecodeDesc, prometheus.GaugeValue, ps.decode/ps.decodeN, node, pool)
+		}
+		if ps.serviceN > 0 {
+			ch <- prometheus.MustNewConstMetric(poolServiceDesc, prometheus.GaugeValue, ps.service/ps.serviceN, node, pool)
+		}
 	}
 }
 
@@ -148,8 +180,8 @@ func (m *Metrics) TaskEnded(outcome string) { m.tasks.WithLabelValues(outcome).I
 // FirstToken records a task's time to first token on a pool (with its
 // trace as exemplar), and how far it was from the prediction made at
 // admission (0: none was made).
-func (m *Metrics) FirstToken(pool string, actual, predicted time.Duration, sc trace.SpanContext) {
-	observe(m.ttft.WithLabelValues(pool), actual.Seconds(), sc)
+func (m *Metrics) FirstToken(node, pool string, actual, predicted time.Duration, sc trace.SpanContext) {
+	observe(m.ttft.WithLabelValues(node, pool), actual.Seconds(), sc)
 	if predicted <= 0 {
 		return
 	}

@@ -148,7 +148,10 @@ func (p *Proxy) relay(w http.ResponseWriter, resp *http.Response, pl Placement, 
 	if stream {
 		w.Header().Set("X-Accel-Buffering", "no")
 	}
-	w.Header().Set("X-Llorch-Pool", pl.Key())
+	w.Header().Set("X-Llorch-Pool", pl.Candidate.PoolKey())
+	if pl.Candidate.ReplicaID != "" {
+		w.Header().Set("X-Llorch-Replica", pl.Candidate.ReplicaID)
+	}
 	w.WriteHeader(resp.StatusCode)
 	res := Result{Delivered: true}
 	flusher, _ := w.(http.Flusher)
@@ -163,7 +166,7 @@ func (p *Proxy) relay(w http.ResponseWriter, resp *http.Response, pl Placement, 
 			if res.Obs.FirstByte.IsZero() {
 				res.Obs.FirstByte = read
 				if resp.StatusCode == http.StatusOK {
-					p.metrics.FirstToken(pl.Candidate.Pool.PoolID, read.Sub(admitted), j.Predicted.TTFT, j.Trace)
+					p.metrics.FirstToken(pl.Candidate.NodeID, pl.Candidate.Pool.PoolID, read.Sub(admitted), j.Predicted.TTFT, j.Trace)
 				}
 			}
 			if _, werr := w.Write(buf[:n]); werr != nil {

@@ -153,7 +153,7 @@ func (r *Runner) stream(ctx context.Context, t *Task, p Placement, req V2Request
 				first()
 				res.Obs.FirstByte = time.Now()
 				ttft = res.Obs.FirstByte.Sub(admitted)
-				r.metrics.FirstToken(p.Candidate.Pool.PoolID, ttft, j.Predicted.TTFT, j.Trace)
+				r.metrics.FirstToken(p.Candidate.NodeID, p.Candidate.Pool.PoolID, ttft, j.Predicted.TTFT, j.Trace)
 				res.Delivered = true
 			}
 			t.Emit("token", tokenEvent{T: ch.Content, I: tokens})

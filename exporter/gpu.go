@@ -201,7 +201,7 @@ func NewGPUCollector(poller *Poller, source string) *GPUCollector {
 		smClock:     d("sm_clock_hertz", "SM clock."),
 		ecc:         d("ecc_uncorrected_errors_total", "Uncorrected ECC errors since the driver loaded (volatile)."),
 		procs:       d("compute_processes", "Compute processes on the GPU."),
-		lastXID:     d("last_xid", "Code of the last XID error (DCGM)."),
+		lastXID:     d("last_xid", "Code of the last XID error; 0 for none (DCGM and simulated GPUs; NVML does not report it)."),
 		procMemory:  d("process_memory_used_bytes", "GPU memory used by one compute process.", "pid"),
 	}
 }

@@ -95,6 +95,7 @@ func NewSimSource(node string, specs []SimGPUSpec, load func() []SimLoad) *SimSo
 			g.PowerLimitWatts = 700
 			g.SMClockHertz = 1980e6
 			g.ECCUncorrected = 0
+			g.LastXID = 0 // a healthy GPU: no XID error yet (DCGM's reading)
 			s.gpus = append(s.gpus, g)
 		}
 	}
