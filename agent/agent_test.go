@@ -397,6 +397,7 @@ func TestPoolChangeTriggersHeartbeat(t *testing.T) {
 	want := api.PoolState{
 		PoolID: "pool-0", Ready: true, SlotsTotal: 4, SlotsFree: 4, Engine: "llamacpp",
 		EngineVersion: "b4747", URL: "http://127.0.0.1:8081", Models: []string{"qwen2.5-0.5b"},
+		Replicas: []api.ReplicaState{{ReplicaID: "r0", URL: "http://127.0.0.1:8081", Ready: true, SlotsTotal: 4, SlotsFree: 4, EngineVersion: "b4747"}},
 	}
 	if len(hb.Pools) != 2 || !reflect.DeepEqual(hb.Pools[0], want) || hb.Pools[1].PoolID != "pool-1" || hb.Pools[1].Ready {
 		t.Errorf("heartbeat pools = %+v, want [%+v, pool-1 not ready]", hb.Pools, want)
@@ -422,7 +423,7 @@ func TestHeartbeatCarriesEngineLoad(t *testing.T) {
 		SlotsTotal: 2, SlotsFree: 2, Model: handoff.Model{ID: "m"},
 	})
 	polled := time.Now()
-	h.pools.SetLoad("pool-0", pool.Load{Busy: 3, Deferred: 2, At: polled})
+	h.pools.SetLoad("pool-0", "r0", pool.Load{Busy: 3, Deferred: 2, At: polled})
 	h.start(t)
 	calls := cp.waitCalls(t, "a heartbeat", func(c []call) bool { return count(c, "heartbeat") >= 1 })
 	var hb api.HeartbeatRequest
@@ -465,6 +466,56 @@ func TestHeartbeatCarriesEngineLoad(t *testing.T) {
 		if v, ok := wire.Pools[1][k]; ok {
 			t.Errorf("pool-1 sends %s %v for an engine not polled", k, v)
 		}
+	}
+	// Each pool lists its replica, with the same poll.
+	reps, _ := wire.Pools[0]["replicas"].([]any)
+	if len(reps) != 1 {
+		t.Fatalf("pool-0 replicas on the wire = %v", wire.Pools[0]["replicas"])
+	}
+	r0, _ := reps[0].(map[string]any)
+	if r0["replica_id"] != "r0" || r0["url"] != "http://127.0.0.1:8081" || r0["ready"] != true || r0["slots_total"] != 4.0 ||
+		r0["slots_free"] != 1.0 || r0["requests_deferred"] != 2.0 || r0["engine_version"] != "b4747" ||
+		r0["slots_observed_at"] != polled.Format(time.RFC3339Nano) {
+		t.Errorf("pool-0 replica r0 on the wire = %v", r0)
+	}
+}
+
+// TestHeartbeatCarriesReplicas: a pool with two replicas heartbeats as one
+// pool whose fields aggregate them, and lists each replica with its URL,
+// slots and poll.
+func TestHeartbeatCarriesReplicas(t *testing.T) {
+	cp := newFake()
+	h := newHarness(t, cp, 20*time.Millisecond)
+	for i, r := range []string{"r0", "r1"} {
+		h.pools.Upsert("/rt/pool-0_"+r+".json", handoff.Handoff{
+			PoolID: "pool-0", ReplicaID: r, Engine: "llamacpp", EngineVersion: "b4747", URL: fmt.Sprintf("http://127.0.0.1:%d", 8081+i),
+			SlotsTotal: 2, SlotsFree: 2, Model: handoff.Model{ID: "m"},
+		})
+	}
+	polled := time.Now()
+	h.pools.SetLoad("pool-0", "r0", pool.Load{Busy: 2, Deferred: 1, At: polled})
+	h.pools.SetLoad("pool-0", "r1", pool.Load{Busy: 1, At: polled.Add(time.Millisecond)})
+	h.start(t)
+	var hb api.HeartbeatRequest
+	cp.waitCalls(t, "a heartbeat", func(c []call) bool {
+		for _, c := range c {
+			if c.kind == "heartbeat" {
+				hb = c.hb
+				return true
+			}
+		}
+		return false
+	})
+	want := api.PoolState{
+		PoolID: "pool-0", Ready: true, SlotsTotal: 4, SlotsFree: 1, Engine: "llamacpp", EngineVersion: "b4747",
+		URL: "http://127.0.0.1:8081", Models: []string{"m"}, RequestsDeferred: 1, SlotsObservedAt: polled,
+		Replicas: []api.ReplicaState{
+			{ReplicaID: "r0", URL: "http://127.0.0.1:8081", Ready: true, SlotsTotal: 2, SlotsFree: 0, EngineVersion: "b4747", RequestsDeferred: 1, SlotsObservedAt: polled},
+			{ReplicaID: "r1", URL: "http://127.0.0.1:8082", Ready: true, SlotsTotal: 2, SlotsFree: 1, EngineVersion: "b4747", SlotsObservedAt: polled.Add(time.Millisecond)},
+		},
+	}
+	if len(hb.Pools) == 0 || !reflect.DeepEqual(hb.Pools[0], want) {
+		t.Fatalf("heartbeat pools =\n  %+v\nwant\n  %+v", hb.Pools, want)
 	}
 }
 

@@ -132,12 +132,16 @@ func TestHandler(t *testing.T) {
 				if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
 					t.Fatal(err)
 				}
-				// SPEC §4 fields, plus the model list.
+				// SPEC §4 fields, plus the model list and the replicas.
 				want := map[string]any{
 					"pool_id": "pool-0", "live": true, "ready": true, "draining": false,
 					"slots_total": 4.0, "slots_free": 3.0, "engine": "llamacpp",
 					"engine_version": "b4747", "url": "http://127.0.0.1:8081", "last_error": "",
 					"models": []any{"qwen2.5-0.5b"},
+					"replicas": []any{map[string]any{
+						"replica_id": "r0", "url": "http://127.0.0.1:8081", "ready": true,
+						"slots_total": 4.0, "slots_free": 3.0, "engine_version": "b4747",
+					}},
 				}
 				if !reflect.DeepEqual(got, want) {
 					t.Errorf("body = %v\nwant   %v", got, want)
@@ -155,6 +159,9 @@ func TestHandler(t *testing.T) {
 					if _, ok := got[k]; !ok {
 						t.Errorf("status lacks %q: %v", k, keys(got))
 					}
+				}
+				if _, ok := got["replicas"]; ok {
+					t.Errorf("a pool without engines lists replicas: %v", got["replicas"])
 				}
 				if got["ready"] != false || got["live"] != false || got["slots_total"] != 0.0 || got["last_error"] != "engine exited: status 1" {
 					t.Errorf("body = %v", got)

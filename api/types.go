@@ -71,6 +71,27 @@ type PoolState struct {
 	// the heartbeat's timestamp in that clock, stores it in its own, so
 	// clock skew between them does not date the report wrongly.
 	SlotsObservedAt time.Time `json:"slots_observed_at,omitzero"`
+	// Replicas are the pool's engines, one per handoff file, in the order
+	// of their files; the fields above aggregate the ready ones. Absent
+	// from agents that predate replicas: the pool is then one engine.
+	Replicas []ReplicaState `json:"replicas,omitempty"`
+}
+
+// ReplicaState is one engine replica of a pool: placement sends tasks to
+// each replica on its own.
+type ReplicaState struct {
+	// ReplicaID is unique within the pool: the handoff file's replica_id,
+	// else taken from the file's name (pool-0_r1.json: r1).
+	ReplicaID     string `json:"replica_id"`
+	URL           string `json:"url"`
+	Ready         bool   `json:"ready"`
+	SlotsTotal    int    `json:"slots_total"`
+	SlotsFree     int    `json:"slots_free"`
+	EngineVersion string `json:"engine_version"`
+	// RequestsDeferred and SlotsObservedAt are the last poll of the
+	// replica's engine, as PoolState's are of the pool's engines.
+	RequestsDeferred int       `json:"requests_deferred,omitempty"`
+	SlotsObservedAt  time.Time `json:"slots_observed_at,omitzero"`
 }
 
 // GPUState is live per-GPU state carried by a heartbeat.
@@ -141,6 +162,8 @@ type PoolStatus struct {
 	URL           string   `json:"url"`
 	Models        []string `json:"models"`
 	LastError     string   `json:"last_error"`
+	// Replicas are the pool's engines (see PoolState.Replicas).
+	Replicas []ReplicaState `json:"replicas,omitempty"`
 }
 
 // DrainRequest is the body of POST /pools/{id}/drain.
@@ -193,9 +216,12 @@ type Explanation struct {
 
 // ExplainedCandidate is one ranked pool and its weighted score components.
 type ExplainedCandidate struct {
-	Rank       int              `json:"rank"`
-	NodeID     string           `json:"node_id"`
-	PoolID     string           `json:"pool_id"`
+	Rank   int    `json:"rank"`
+	NodeID string `json:"node_id"`
+	PoolID string `json:"pool_id"`
+	// ReplicaID names the pool's replica: a pool with several replicas
+	// is placed per replica. Empty for agents that predate replicas.
+	ReplicaID  string           `json:"replica_id,omitempty"`
 	Total      int64            `json:"total"`
 	Components map[string]int64 `json:"components"`
 	FreeSlots  int              `json:"free_slots"`
@@ -229,8 +255,9 @@ type ExpectedLatency struct {
 
 // ExplainedRejection is one pool a filter dropped.
 type ExplainedRejection struct {
-	NodeID string `json:"node_id"`
-	PoolID string `json:"pool_id"`
-	Filter string `json:"filter"`
-	Reason string `json:"reason"`
+	NodeID    string `json:"node_id"`
+	PoolID    string `json:"pool_id"`
+	ReplicaID string `json:"replica_id,omitempty"`
+	Filter    string `json:"filter"`
+	Reason    string `json:"reason"`
 }

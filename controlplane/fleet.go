@@ -18,22 +18,52 @@ var _ dispatch.Fleet = RegistryFleet{}
 // candidates only when the fleet changed.
 func (f RegistryFleet) Version() uint64 { return f.Registry.Version() }
 
-// Candidates implements dispatch.Fleet. Offline nodes are left out: they
-// never receive work.
+// Candidates implements dispatch.Fleet: one per ready replica of each pool
+// (see replicaCandidates). Offline nodes are left out: they never receive
+// work.
 func (f RegistryFleet) Candidates() []scheduler.Candidate {
 	nodes := f.Registry.List(false)
 	n := 0
 	for i := range nodes {
-		n += len(nodes[i].Pools)
+		for _, p := range nodes[i].Pools {
+			n += max(1, len(p.Replicas))
+		}
 	}
 	out := make([]scheduler.Candidate, 0, n)
 	for i := range nodes {
 		node := &nodes[i]
 		for _, p := range node.Pools {
-			out = append(out, scheduler.Candidate{
+			out = replicaCandidates(out, scheduler.Candidate{
 				NodeID: node.NodeID, NodeStatus: node.Status, Pool: p, GPUs: gpusOf(node.GPUs, p.DeviceMask),
 			})
 		}
+	}
+	return out
+}
+
+// replicaCandidates appends pool candidate c to out as placement sees it:
+// one candidate per ready replica, each with the replica's id, URL, engine
+// version and slot counts (a pool's replicas are separate engines), or c
+// itself when the pool lists no ready replica (an agent that predates
+// replicas, or a pool not ready).
+func replicaCandidates(out []scheduler.Candidate, c scheduler.Candidate) []scheduler.Candidate {
+	replicas := c.Pool.Replicas
+	c.Pool.Replicas = nil
+	added := false
+	for _, r := range replicas {
+		if !r.Ready {
+			continue
+		}
+		rc := c
+		rc.ReplicaID = r.ReplicaID
+		rc.Pool.URL, rc.Pool.EngineVersion = r.URL, r.EngineVersion
+		rc.Pool.SlotsTotal, rc.Pool.SlotsFree = r.SlotsTotal, r.SlotsFree
+		rc.Pool.RequestsDeferred, rc.Pool.SlotsObservedAt = r.RequestsDeferred, r.SlotsObservedAt
+		out = append(out, rc)
+		added = true
+	}
+	if !added {
+		out = append(out, c)
 	}
 	return out
 }
@@ -68,12 +98,13 @@ var _ dispatch.Fleet = LocalFleet{}
 // candidates only when the engines changed.
 func (f LocalFleet) Version() uint64 { return f.Pools.Version() }
 
-// Candidates implements dispatch.Fleet.
+// Candidates implements dispatch.Fleet: one per ready replica of each
+// pool, as RegistryFleet's.
 func (f LocalFleet) Candidates() []scheduler.Candidate {
 	pools := f.Pools.Snapshot()
 	out := make([]scheduler.Candidate, 0, len(pools))
 	for _, p := range pools {
-		out = append(out, scheduler.Candidate{NodeID: LocalNodeID, NodeStatus: api.StatusOnline, Pool: p})
+		out = replicaCandidates(out, scheduler.Candidate{NodeID: LocalNodeID, NodeStatus: api.StatusOnline, Pool: p})
 	}
 	return out
 }

@@ -189,7 +189,7 @@ func TestChatCompletionStreamPassesThrough(t *testing.T) {
 	if ct := via.Header.Get("Content-Type"); ct != direct.Header.Get("Content-Type") || !strings.HasPrefix(ct, "text/event-stream") {
 		t.Errorf("Content-Type %q, engine's %q", ct, direct.Header.Get("Content-Type"))
 	}
-	if via.Header.Get("X-Llorch-Pool") != "local/pool-0" || via.Header.Get(api.CorrelationHeader) == "" {
+	if via.Header.Get("X-Llorch-Pool") != "local/pool-0" || via.Header.Get("X-Llorch-Replica") != "r0" || via.Header.Get(api.CorrelationHeader) == "" {
 		t.Errorf("headers %v", via.Header)
 	}
 	if !bytes.HasSuffix(got, []byte("data: [DONE]\n\n")) {

@@ -178,7 +178,7 @@ func (s *server) explanation(model string, dec *scheduler.Decision) api.Explanat
 	now := time.Now()
 	for i, rk := range dec.Ranked {
 		c := rk.Candidate
-		ec := api.ExplainedCandidate{Rank: i + 1, NodeID: c.NodeID, PoolID: c.Pool.PoolID, Total: rk.Total,
+		ec := api.ExplainedCandidate{Rank: i + 1, NodeID: c.NodeID, PoolID: c.Pool.PoolID, ReplicaID: c.ReplicaID, Total: rk.Total,
 			Components: make(map[string]int64, len(scorers)), FreeSlots: c.FreeSlots(), InFlight: c.InFlight, MetricsAgeMS: -1,
 			Foreign: c.Foreign, Waiting: c.Waiting, HasRoom: c.HasRoom(s.dispatcher.Backlog()),
 			Expected: api.ExpectedLatency{WaitMS: msOf(rk.Estimate.Wait), TTFTMS: msOf(rk.Estimate.TTFT), LatencyMS: msOf(rk.Estimate.Latency),
@@ -193,7 +193,8 @@ func (s *server) explanation(model string, dec *scheduler.Decision) api.Explanat
 		out.Candidates = append(out.Candidates, ec)
 	}
 	for _, rj := range dec.Rejected {
-		out.Rejected = append(out.Rejected, api.ExplainedRejection{NodeID: rj.Candidate.NodeID, PoolID: rj.Candidate.Pool.PoolID, Filter: rj.Plugin, Reason: rj.Reason})
+		out.Rejected = append(out.Rejected, api.ExplainedRejection{NodeID: rj.Candidate.NodeID, PoolID: rj.Candidate.Pool.PoolID,
+			ReplicaID: rj.Candidate.ReplicaID, Filter: rj.Plugin, Reason: rj.Reason})
 	}
 	return out
 }

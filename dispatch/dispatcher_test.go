@@ -451,3 +451,71 @@ func TestSubmitPlacesAtOnceWhenNothingWaits(t *testing.T) {
 		t.Fatal("with the only slot taken, the next job must queue")
 	}
 }
+
+// TestReplicasHaveTheirOwnBooks: a pool's replicas are candidates of their
+// own: in-flight counts, quarantine and avoid lists are per replica; the
+// exported books sum them per pool.
+func TestReplicasHaveTheirOwnBooks(t *testing.T) {
+	r0 := schedtest.Pool("pool-0").Replica("r0").Slots(1, 1).Obj()
+	r1 := schedtest.Pool("pool-0").Replica("r1").Slots(1, 1).Obj()
+	h := newHarness(t, newFleet(r0, r1))
+	h.run(t)
+
+	a := waitPlaced(t, h.submit(t, "a", interactive, auto("")))
+	b := waitPlaced(t, h.submit(t, "b", interactive, auto("")))
+	if a.Key() != "n1/pool-0/r0" || b.Key() != "n1/pool-0/r1" {
+		t.Fatalf("placed on %s and %s, want one on each replica", a.Key(), b.Key())
+	}
+	if h.inflight("n1/pool-0/r0") != 1 || h.inflight("n1/pool-0/r1") != 1 || h.inflight("n1/pool-0") != 0 {
+		t.Errorf("books: r0 %d, r1 %d, pool %d; want 1, 1, none", h.inflight("n1/pool-0/r0"), h.inflight("n1/pool-0/r1"), h.inflight("n1/pool-0"))
+	}
+	c := h.submit(t, "c", interactive, auto(""))
+	notPlaced(t, c) // both replicas' one slot is taken
+	want := `
+# HELP llorch_placement_pool_in_flight Tasks this control plane has sent to the pool and not yet seen end (exact, not a report).
+# TYPE llorch_placement_pool_in_flight gauge
+llorch_placement_pool_in_flight{node_id="n1",pool_id="pool-0"} 2
+`
+	if err := testutil.CollectAndCompare(h.d, strings.NewReader(want), "llorch_placement_pool_in_flight"); err != nil {
+		t.Error(err)
+	}
+
+	// r0's engine fails: r0 is quarantined, r1 is not; c waits for r1.
+	h.d.Release(a, "", EngineFailed, Observation{})
+	notPlaced(t, c)
+	h.d.Release(b, "", Succeeded, Observation{})
+	pc := waitPlaced(t, c)
+	if pc.Key() != "n1/pool-0/r1" {
+		t.Errorf("after r0 failed, c went to %s", pc.Key())
+	}
+	dec, err := h.d.Explain(auto(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(dec.Rejected) != 1 || dec.Rejected[0].Candidate.Key() != "n1/pool-0/r0" || dec.Rejected[0].Plugin != scheduler.QuarantineName {
+		t.Errorf("explain rejects %+v, want r0 quarantined alone", dec.Rejected)
+	}
+	h.d.Release(pc, "", Succeeded, Observation{})
+
+	// A retry avoids the replica that failed it, not its sibling.
+	h.d.Release(Placement{Candidate: r0}, "", Succeeded, Observation{}) // lifts r0's quarantine
+	j := h.submit(t, "j", interactive, auto(""))
+	pj := waitPlaced(t, j)
+	h.d.Release(pj, "", Abandoned, Observation{})
+	if !h.d.Retry(j, pj) {
+		t.Fatal("Retry = false with a sibling replica there")
+	}
+	if again := waitPlaced(t, j); again.Key() == pj.Key() || again.Candidate.Pool.PoolID != "pool-0" {
+		t.Errorf("retry of %s placed on %s, want the other replica", pj.Key(), again.Key())
+	} else {
+		h.d.Release(again, "", Succeeded, Observation{})
+	}
+
+	// Avoiding the pool by id or key avoids every replica.
+	for _, avoid := range []string{"pool-0", "n1/pool-0"} {
+		_, _, e := h.d.Submit(NewJob("avoid-"+avoid, interactive, scheduler.Request{Mode: "auto", AvoidPools: []string{avoid}}, time.Time{}))
+		if e == nil || e.Code != api.CodePoolUnavailable {
+			t.Errorf("avoid %s: %v, want POOL_UNAVAILABLE", avoid, e)
+		}
+	}
+}

@@ -8,7 +8,9 @@
 // order; a task whose best pool is full waits for it. The books also keep
 // the load engines report beyond this control plane's own tasks, each
 // pool's learned speed (from its completed tasks) and last failure, and
-// the session affinity map.
+// the session affinity map. Books are kept by candidate key, so a pool
+// with several replicas has one per replica (node/pool/replica); the
+// exported llorch_placement_pool_* series sum them per pool.
 //
 // Execute is the one path from placement to a finished task: wait, send,
 // release, and retry once on the next-best pool when the engine failed

@@ -173,3 +173,30 @@ func TestSnapshotRebuildsNoMoreOftenThanTenBuildTimes(t *testing.T) {
 		t.Fatal("not rebuilt 10 s after a 1 s build")
 	}
 }
+
+// TestForeignLoadIsPerReplica: the load a replica's engine reported beyond
+// this control plane's tasks counts on that replica, not on its siblings;
+// the next task goes to the free sibling.
+func TestForeignLoadIsPerReplica(t *testing.T) {
+	f := &versionedFleet{}
+	d, now := newSnapshotDispatcher(t, f, &countingUtil{})
+	busy := schedtest.Pool("pool-0").Replica("r0").Slots(2, 0).Obj() // its engine reports 2 busy, none ours
+	busy.Pool.SlotsObservedAt = *now
+	f.set(busy, schedtest.Pool("pool-0").Replica("r1").Slots(2, 2).Obj())
+	f.version.Add(1)
+	// Placement dates the reports as it builds its snapshot.
+	if p := place(t, d, "a"); p.Key() != "n1/pool-0/r1" {
+		t.Errorf("placed on %s, want the free replica r1", p.Key())
+	}
+	dec, err := d.Explain(scheduler.Request{Mode: "auto"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign := map[string]int{}
+	for _, r := range dec.Ranked {
+		foreign[r.Candidate.Key()] = r.Candidate.Foreign
+	}
+	if foreign["n1/pool-0/r0"] != 2 || foreign["n1/pool-0/r1"] != 0 {
+		t.Errorf("foreign load %v, want 2 on r0 and none on r1", foreign)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -20,12 +21,14 @@ const (
 	BusyFromMetrics = "metrics" // llamacpp:requests_processing, when /slots is off
 )
 
-// EngineStats is one poll of a pool's engine. /metrics and /slots are asked
-// independently: operators run llama-server with --no-slots (its /slots
-// shows prompts), and what one endpoint answers is kept when the other
-// fails.
+// EngineStats is one poll of a replica's engine, or the sum of a pool's
+// (see Stats). /metrics and /slots are asked independently: operators run
+// llama-server with --no-slots (its /slots shows prompts), and what one
+// endpoint answers is kept when the other fails.
 type EngineStats struct {
-	URL string
+	// ReplicaID names the replica polled; empty in a pool's sum.
+	ReplicaID string
+	URL       string
 	// At is when the poll began.
 	At time.Time
 	// MetricsUp and SlotsUp say which endpoints answered; Up is either.
@@ -61,17 +64,17 @@ type PoolLister interface {
 	Snapshot() []api.PoolState
 }
 
-// LoadSink receives each poll of a pool's engine (the pool table, so
+// LoadSink receives each poll of a replica's engine (the pool table, so
 // heartbeats report live, dated free slots and deferred requests). A load
 // that is not Known says the poll failed.
 type LoadSink interface {
-	SetLoad(poolID string, load pool.Load)
+	SetLoad(poolID, replicaID string, load pool.Load)
 }
 
 var _ LoadSink = (*pool.Table)(nil)
 
-// EngineScraper polls every ready pool's engine /metrics and /slots off the
-// scrape path.
+// EngineScraper polls the engine of every replica of every ready pool
+// (/metrics and /slots) off the scrape path.
 type EngineScraper struct {
 	pools    PoolLister
 	sink     LoadSink
@@ -79,7 +82,7 @@ type EngineScraper struct {
 	interval time.Duration
 
 	mu    sync.Mutex
-	stats map[string]EngineStats // by pool id
+	stats map[string][]EngineStats // by pool id, its replicas in the snapshot's order
 }
 
 // NewEngineScraper polls the engines of pools every interval.
@@ -87,7 +90,7 @@ func NewEngineScraper(pools PoolLister, sink LoadSink, interval time.Duration) *
 	return &EngineScraper{
 		pools: pools, sink: sink, interval: interval,
 		client: &http.Client{Timeout: interval},
-		stats:  map[string]EngineStats{},
+		stats:  map[string][]EngineStats{},
 	}
 }
 
@@ -105,40 +108,63 @@ func (s *EngineScraper) Run(ctx context.Context) {
 	}
 }
 
-// Poll scrapes every ready pool's engine once, concurrently.
-func (s *EngineScraper) Poll(ctx context.Context) {
-	pools := s.pools.Snapshot()
-	results := make([]EngineStats, len(pools))
-	var wg sync.WaitGroup
-	for i, p := range pools {
-		if !p.Ready || p.URL == "" {
+// target is one engine to poll.
+type target struct {
+	poolID, replicaID, url string
+}
+
+// targets lists the engines of the ready pools: each replica's, or the
+// pool's URL for a lister that reports no replicas.
+func targets(pools []api.PoolState) []target {
+	var out []target
+	for _, p := range pools {
+		if !p.Ready {
 			continue
 		}
-		wg.Go(func() { results[i] = s.scrape(ctx, p) })
-	}
-	wg.Wait()
-	s.mu.Lock()
-	next := make(map[string]EngineStats, len(pools))
-	for i, p := range pools {
-		if results[i].URL != "" {
-			next[p.PoolID] = results[i]
+		if len(p.Replicas) == 0 {
+			if p.URL != "" {
+				out = append(out, target{poolID: p.PoolID, url: p.URL})
+			}
+			continue
+		}
+		for _, r := range p.Replicas {
+			if r.Ready && r.URL != "" {
+				out = append(out, target{poolID: p.PoolID, replicaID: r.ReplicaID, url: r.URL})
+			}
 		}
 	}
+	return out
+}
+
+// Poll scrapes every ready replica's engine once, concurrently.
+func (s *EngineScraper) Poll(ctx context.Context) {
+	ts := targets(s.pools.Snapshot())
+	results := make([]EngineStats, len(ts))
+	var wg sync.WaitGroup
+	for i, tg := range ts {
+		wg.Go(func() { results[i] = s.scrape(ctx, tg) })
+	}
+	wg.Wait()
+	next := make(map[string][]EngineStats)
+	for i, tg := range ts {
+		next[tg.poolID] = append(next[tg.poolID], results[i])
+	}
+	s.mu.Lock()
 	s.stats = next
 	s.mu.Unlock()
 	if s.sink == nil {
 		return
 	}
-	for i, p := range pools {
-		s.sink.SetLoad(p.PoolID, results[i].Load())
+	for i, tg := range ts {
+		s.sink.SetLoad(tg.poolID, tg.replicaID, results[i].Load())
 	}
 }
 
 // scrape asks the engine's /metrics and /slots at once, each on its own:
 // a hung or disabled endpoint costs only its own series.
-func (s *EngineScraper) scrape(ctx context.Context, p api.PoolState) EngineStats {
-	st := EngineStats{URL: p.URL, At: time.Now()}
-	c := engine.New(p.URL, s.client)
+func (s *EngineScraper) scrape(ctx context.Context, tg target) EngineStats {
+	st := EngineStats{ReplicaID: tg.replicaID, URL: tg.url, At: time.Now()}
+	c := engine.New(tg.url, s.client)
 	ctx, cancel := context.WithTimeout(ctx, s.interval)
 	defer cancel()
 	var (
@@ -171,15 +197,64 @@ func (s *EngineScraper) scrape(ctx context.Context, p api.PoolState) EngineStats
 	return st
 }
 
-// Stats returns the last poll by pool id.
+// ReplicaStats returns the last poll of each replica's engine, by pool
+// id.
+func (s *EngineScraper) ReplicaStats() map[string][]EngineStats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string][]EngineStats, len(s.stats))
+	for k, v := range s.stats {
+		out[k] = slices.Clone(v)
+	}
+	return out
+}
+
+// Stats returns the last poll by pool id, summed over the pool's replicas
+// (see Sum).
 func (s *EngineScraper) Stats() map[string]EngineStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make(map[string]EngineStats, len(s.stats))
 	for k, v := range s.stats {
-		out[k] = v
+		out[k] = Sum(v)
 	}
 	return out
+}
+
+// Sum folds the polls of a pool's replicas into the pool's: Up, MetricsUp
+// and SlotsUp when every replica's engine answered; the counts summed over
+// the replicas that answered (busy slots over those whose busy slots are
+// known, /metrics series over those whose /metrics answered); At the
+// oldest poll; URL the first replica's. BusySource is empty when no
+// replica's busy slots are known, BusyFromMetrics when some came from
+// /metrics, else BusyFromSlots.
+func Sum(replicas []EngineStats) EngineStats {
+	if len(replicas) == 0 {
+		return EngineStats{}
+	}
+	sum := EngineStats{URL: replicas[0].URL, At: replicas[0].At, Up: true, MetricsUp: true, SlotsUp: true}
+	for _, r := range replicas {
+		if r.At.Before(sum.At) {
+			sum.At = r.At
+		}
+		sum.Up = sum.Up && r.Up
+		sum.MetricsUp = sum.MetricsUp && r.MetricsUp
+		sum.SlotsUp = sum.SlotsUp && r.SlotsUp
+		switch {
+		case r.BusySource == "":
+		case sum.BusySource == "" || r.BusySource == BusyFromMetrics:
+			sum.BusySource = r.BusySource
+		}
+		sum.SlotsBusy += r.SlotsBusy
+		sum.SlotsTotal += r.SlotsTotal
+		sum.RequestsProcessing += r.RequestsProcessing
+		sum.RequestsDeferred += r.RequestsDeferred
+		sum.TokensPredictedTotal += r.TokensPredictedTotal
+		sum.PredictedSeconds += r.PredictedSeconds
+		sum.PromptTokensTotal += r.PromptTokensTotal
+		sum.PromptSecondsTotal += r.PromptSecondsTotal
+	}
+	return sum
 }
 
 // EngineCollector exports the scraper's last poll under llorch names.
@@ -215,22 +290,25 @@ func NewEngineCollector(s *EngineScraper) *EngineCollector {
 	}
 }
 
-// Update implements Collector. A pool whose engine was polled exports its
-// scrape_up and both endpoint_up series; the /metrics series when /metrics
-// answered; slots_busy when either endpoint did.
+// Update implements Collector. Series are per pool, summed over its
+// replicas (see Sum): a pool whose engines were polled exports its
+// scrape_up and both endpoint_up series (1 when every replica's engine
+// answered); the /metrics series when some replica's /metrics answered;
+// slots_busy when some replica's busy slots are known.
 func (c *EngineCollector) Update(ch chan<- prometheus.Metric) error {
-	stats := c.scraper.Stats()
+	stats := c.scraper.ReplicaStats()
 	if len(stats) == 0 {
 		return ErrNoData
 	}
-	for id, st := range stats {
+	for id, replicas := range stats {
+		st := Sum(replicas)
 		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, b2f(st.Up), id)
 		ch <- prometheus.MustNewConstMetric(c.endpointUp, prometheus.GaugeValue, b2f(st.MetricsUp), id, "metrics")
 		ch <- prometheus.MustNewConstMetric(c.endpointUp, prometheus.GaugeValue, b2f(st.SlotsUp), id, "slots")
 		if st.BusySource != "" {
 			ch <- prometheus.MustNewConstMetric(c.busy, prometheus.GaugeValue, float64(st.SlotsBusy), id)
 		}
-		if !st.MetricsUp {
+		if !slices.ContainsFunc(replicas, func(r EngineStats) bool { return r.MetricsUp }) {
 			continue
 		}
 		ch <- prometheus.MustNewConstMetric(c.processing, prometheus.GaugeValue, st.RequestsProcessing, id)

@@ -479,3 +479,117 @@ func TestEngineScraperEndpoints(t *testing.T) {
 		})
 	}
 }
+
+// TestEngineScraperPollsEveryReplica: a pool with two replicas has each
+// replica's engine polled at its own URL; the table gets each replica's
+// load; the pool's series sum the replicas, with no replica label, and
+// scrape_up says whether every replica's engine answered.
+func TestEngineScraperPollsEveryReplica(t *testing.T) {
+	r0, r1 := simEngine(t, 2), simEngine(t, 2)
+	table := pool.NewTable([]string{"p"})
+	table.Upsert("/run/p_r0.json", handoff.Handoff{PoolID: "p", ReplicaID: "r0", URL: r0.URL, SlotsTotal: 2, SlotsFree: 2})
+	table.Upsert("/run/p_r1.json", handoff.Handoff{PoolID: "p", ReplicaID: "r1", URL: r1.URL, SlotsTotal: 2, SlotsFree: 2})
+	scraper := NewEngineScraper(table, table, time.Second)
+	reg := prometheus.NewPedanticRegistry()
+	prometheus.WrapRegistererWith(prometheus.Labels{"node_id": "n1"}, reg).MustRegister(
+		New(map[string]Collector{"engine": NewEngineCollector(scraper)}, slog.New(slog.DiscardHandler)))
+
+	// r1's engine runs two requests, r0's one.
+	defer streamCompletion(t, r0.direct.URL)()
+	defer streamCompletion(t, r1.direct.URL)()
+	defer streamCompletion(t, r1.direct.URL)()
+	scraper.Poll(context.Background())
+
+	rs := scraper.ReplicaStats()["p"]
+	if len(rs) != 2 || rs[0].ReplicaID != "r0" || rs[0].URL != r0.URL || rs[1].ReplicaID != "r1" || rs[1].URL != r1.URL {
+		t.Fatalf("replica stats = %+v, want r0 at %s and r1 at %s", rs, r0.URL, r1.URL)
+	}
+	if rs[0].SlotsBusy != 1 || rs[1].SlotsBusy != 2 {
+		t.Fatalf("busy slots r0 %d, r1 %d; want 1 and 2", rs[0].SlotsBusy, rs[1].SlotsBusy)
+	}
+	p := poolState(t, table, "p")
+	if p.SlotsTotal != 4 || p.SlotsFree != 1 || len(p.Replicas) != 2 || p.Replicas[0].SlotsFree != 1 || p.Replicas[1].SlotsFree != 0 ||
+		p.Replicas[0].SlotsObservedAt.IsZero() || p.Replicas[1].SlotsObservedAt.IsZero() || p.SlotsObservedAt.IsZero() {
+		t.Fatalf("table = %+v, want r0 1 free and r1 0 free, both polled", p)
+	}
+	got := poolSeries(t, reg)
+	for name, want := range map[string]float64{
+		"llorch_pool_engine_scrape_up{pool_id=p}":                    1,
+		"llorch_pool_engine_endpoint_up{endpoint=metrics,pool_id=p}": 1,
+		"llorch_pool_engine_endpoint_up{endpoint=slots,pool_id=p}":   1,
+		"llorch_pool_slots_busy{pool_id=p}":                          3,
+		"llorch_pool_requests_processing{pool_id=p}":                 3,
+	} {
+		if got[name] != want {
+			t.Errorf("%s = %v, want %v", name, got[name], want)
+		}
+	}
+	for name := range got {
+		if strings.Contains(name, "replica") {
+			t.Errorf("%s: the pool's series carry no replica label", name)
+		}
+	}
+
+	// r1's engine stops answering: r1 falls back to its file, r0 keeps its
+	// poll; the pool's scrape_up is 0, its sums are r0's.
+	r1.setDown(true)
+	scraper.Poll(context.Background())
+	p = poolState(t, table, "p")
+	if p.Replicas[0].SlotsFree != 1 || p.Replicas[1].SlotsFree != 2 || !p.Replicas[1].SlotsObservedAt.IsZero() || !p.SlotsObservedAt.IsZero() {
+		t.Fatalf("table with r1 down = %+v", p)
+	}
+	got = poolSeries(t, reg)
+	for name, want := range map[string]float64{
+		"llorch_pool_engine_scrape_up{pool_id=p}":                    0,
+		"llorch_pool_engine_endpoint_up{endpoint=metrics,pool_id=p}": 0,
+		"llorch_pool_slots_busy{pool_id=p}":                          1,
+		"llorch_pool_requests_processing{pool_id=p}":                 1,
+	} {
+		if got[name] != want {
+			t.Errorf("with r1 down: %s = %v, want %v", name, got[name], want)
+		}
+	}
+
+	// r1's file goes: only r0 is polled.
+	table.Remove("/run/p_r1.json")
+	scraper.Poll(context.Background())
+	if rs := scraper.ReplicaStats()["p"]; len(rs) != 1 || rs[0].ReplicaID != "r0" {
+		t.Fatalf("after r1's removal: %+v", rs)
+	}
+	if got := poolSeries(t, reg)["llorch_pool_engine_scrape_up{pool_id=p}"]; got != 1 {
+		t.Errorf("scrape_up after r1's removal = %v, want 1", got)
+	}
+}
+
+func TestSum(t *testing.T) {
+	at := time.Now()
+	slots := EngineStats{URL: "http://a", At: at.Add(time.Second), Up: true, MetricsUp: true, SlotsUp: true, BusySource: BusyFromSlots,
+		SlotsBusy: 2, SlotsTotal: 2, RequestsProcessing: 2, RequestsDeferred: 1, TokensPredictedTotal: 10, PredictedSeconds: 1, PromptTokensTotal: 5, PromptSecondsTotal: 0.5}
+	noSlots := EngineStats{URL: "http://b", At: at, Up: true, MetricsUp: true, BusySource: BusyFromMetrics,
+		SlotsBusy: 1, RequestsProcessing: 1, TokensPredictedTotal: 20, PredictedSeconds: 2, PromptTokensTotal: 1, PromptSecondsTotal: 0.1}
+	down := EngineStats{URL: "http://c", At: at.Add(2 * time.Second)}
+	tests := []struct {
+		name string
+		in   []EngineStats
+		want EngineStats
+	}{
+		{"none", nil, EngineStats{}},
+		{"one replica is itself", []EngineStats{slots}, slots},
+		{"two: sums, the oldest poll, the weaker busy source, up only if both answered", []EngineStats{slots, noSlots},
+			EngineStats{URL: "http://a", At: at, Up: true, MetricsUp: true, BusySource: BusyFromMetrics, SlotsBusy: 3, SlotsTotal: 2,
+				RequestsProcessing: 3, RequestsDeferred: 1, TokensPredictedTotal: 30, PredictedSeconds: 3, PromptTokensTotal: 6, PromptSecondsTotal: 0.6}},
+		{"one down: the other's counts, not up", []EngineStats{down, slots},
+			EngineStats{URL: "http://c", At: at.Add(time.Second), BusySource: BusyFromSlots, SlotsBusy: 2, SlotsTotal: 2,
+				RequestsProcessing: 2, RequestsDeferred: 1, TokensPredictedTotal: 10, PredictedSeconds: 1, PromptTokensTotal: 5, PromptSecondsTotal: 0.5}},
+		{"all down: busy unknown", []EngineStats{down, down}, EngineStats{URL: "http://c", At: at.Add(2 * time.Second)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Sum(tt.in)
+			got.At, tt.want.At = got.At.Round(0), tt.want.At.Round(0)
+			if got != tt.want {
+				t.Errorf("Sum =\n  %+v\nwant\n  %+v", got, tt.want)
+			}
+		})
+	}
+}

@@ -1,7 +1,10 @@
 package pool
 
 import (
+	"path/filepath"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,18 +22,26 @@ type Table struct {
 }
 
 type entry struct {
-	replicas  map[string]handoff.Handoff // by handoff file path
+	replicas  map[string]*replica // by handoff file path
 	draining  bool
 	lastError string
-	// load is the last poll of the pool's engines; while it is not Known
-	// the handoff files' counts stand. replicasChanged is when a handoff
-	// file last added, replaced or removed a replica: a poll that began
-	// before it counted other engines.
-	load            Load
-	replicasChanged time.Time
 }
 
-// Load is what one poll of a pool's engines observed.
+// replica is one engine of a pool, announced by one handoff file.
+type replica struct {
+	// id is unique within the pool and fixed while the file stays (see
+	// replicaIDLocked).
+	id string
+	h  handoff.Handoff
+	// load is the last poll of the replica's engine; while it is not
+	// Known the handoff file's counts stand. changed is when the file last
+	// announced the replica: a poll that began before it may have counted
+	// another engine.
+	load    Load
+	changed time.Time
+}
+
+// Load is what one poll of a replica's engine observed.
 type Load struct {
 	// Busy is the slots processing a request.
 	Busy int
@@ -56,7 +67,7 @@ func NewTable(declared []string) *Table {
 		changes: make(chan struct{}, 1),
 	}
 	for _, id := range declared {
-		t.pools[id] = &entry{replicas: map[string]handoff.Handoff{}}
+		t.pools[id] = &entry{replicas: map[string]*replica{}}
 	}
 	return t
 }
@@ -80,52 +91,65 @@ func (t *Table) changed() {
 func (t *Table) entryLocked(poolID string) *entry {
 	e, ok := t.pools[poolID]
 	if !ok {
-		e = &entry{replicas: map[string]handoff.Handoff{}}
+		e = &entry{replicas: map[string]*replica{}}
 		t.pools[poolID] = e
 	}
 	return e
 }
 
 // Upsert implements handoff.Sink. A file that changes pool_id moves its
-// replica to the new pool. The last poll of a pool whose replicas change
-// no longer describes its engines: the handoff files' counts stand until
-// the next one.
+// replica to the new pool. The last poll of a replica whose file changes
+// no longer describes its engine: the file's counts stand until the next
+// one. The pool's other replicas keep theirs.
 func (t *Table) Upsert(path string, h handoff.Handoff) {
 	t.mu.Lock()
 	for id, e := range t.pools {
 		if id != h.PoolID {
-			e.removeLocked(path)
+			delete(e.replicas, path)
 		}
 	}
 	e := t.entryLocked(h.PoolID)
-	e.replicas[path] = h
-	e.forgetLoadLocked()
+	e.replicas[path] = &replica{id: e.replicaIDLocked(path, h), h: h, changed: time.Now()}
 	t.mu.Unlock()
 	t.changed()
 }
 
-// Remove implements handoff.Sink.
+// replicaIDLocked names the replica of the file at path: its replica_id,
+// else the file's name less ".json" and the "<pool_id>_" prefix, else the
+// whole name less ".json", else r0, r1...: the first that is a valid id
+// (it ends up in keys such as node/pool/replica) and that no other file of
+// the pool uses.
+func (e *entry) replicaIDLocked(path string, h handoff.Handoff) string {
+	base := strings.TrimSuffix(filepath.Base(path), ".json")
+	taken := func(id string) bool {
+		for p, r := range e.replicas {
+			if p != path && r.id == id {
+				return true
+			}
+		}
+		return false
+	}
+	for _, id := range []string{h.ReplicaID, strings.TrimPrefix(base, h.PoolID+"_"), base} {
+		if api.ValidID(id) && !taken(id) {
+			return id
+		}
+	}
+	for n := 0; ; n++ {
+		if id := "r" + strconv.Itoa(n); !taken(id) {
+			return id
+		}
+	}
+}
+
+// Remove implements handoff.Sink: the file's replica goes, with its poll;
+// the pool's other replicas stay.
 func (t *Table) Remove(path string) {
 	t.mu.Lock()
 	for _, e := range t.pools {
-		e.removeLocked(path)
+		delete(e.replicas, path)
 	}
 	t.mu.Unlock()
 	t.changed()
-}
-
-// removeLocked drops the replica of a handoff file, and with it the last
-// poll, which counted that replica's engine.
-func (e *entry) removeLocked(path string) {
-	if _, ok := e.replicas[path]; ok {
-		delete(e.replicas, path)
-		e.forgetLoadLocked()
-	}
-}
-
-func (e *entry) forgetLoadLocked() {
-	e.load = Load{}
-	e.replicasChanged = time.Now()
 }
 
 // Drain marks a pool draining: it takes no new work. It reports whether the
@@ -161,23 +185,32 @@ func (t *Table) SetLastError(poolID, msg string) {
 	t.mu.Unlock()
 }
 
-// SetLoad records a poll of a pool's engines: its busy slots and deferred
-// requests, and when they were observed. A load that is not Known (the poll
-// failed) falls back to the handoff files' counts. A poll that began before
-// the pool's replicas last changed is ignored: it counted other engines.
-// Unknown pools are ignored.
-func (t *Table) SetLoad(poolID string, l Load) {
+// SetLoad records a poll of one replica's engine: its busy slots and
+// deferred requests, and when they were observed. A load that is not Known
+// (the poll failed) falls back to the handoff file's counts. A poll that
+// began before the replica's file last changed is ignored: it may have
+// counted another engine. Unknown pools and replicas are ignored.
+func (t *Table) SetLoad(poolID, replicaID string, l Load) {
 	if !l.Known() {
 		l = Load{}
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	e, ok := t.pools[poolID]
-	if !ok || (l.Known() && l.At.Before(e.replicasChanged)) {
+	if !ok {
 		return
 	}
-	e.load = l
-	t.version.Add(1)
+	for _, r := range e.replicas {
+		if r.id != replicaID {
+			continue
+		}
+		if l.Known() && l.At.Before(r.changed) {
+			return
+		}
+		r.load = l
+		t.version.Add(1)
+		return
+	}
 }
 
 // IDs returns the pool ids, sorted.
@@ -213,6 +246,7 @@ func (t *Table) Status(poolID string) (api.PoolStatus, bool) {
 		URL:           s.URL,
 		Models:        s.Models,
 		LastError:     e.lastError,
+		Replicas:      s.Replicas,
 	}, true
 }
 
@@ -228,8 +262,11 @@ func (t *Table) Snapshot() []api.PoolState {
 	return out
 }
 
-// state folds the replicas into one pool view. Identity fields (engine, url)
-// come from the replica whose file sorts first, so the view is stable.
+// state lists the replicas, in the order of their files, and folds them
+// into one pool view: slots, free slots and deferred requests summed;
+// polled when every replica was (as of the oldest poll). Identity fields
+// (engine, url) come from the replica whose file sorts first, so the view
+// is stable.
 func (e *entry) state(id string) api.PoolState {
 	s := api.PoolState{PoolID: id, Draining: e.draining, Models: []string{}}
 	paths := make([]string, 0, len(e.replicas))
@@ -238,23 +275,48 @@ func (e *entry) state(id string) api.PoolState {
 	}
 	sort.Strings(paths)
 	seen := map[string]bool{}
+	var oldest time.Time
+	allPolled := len(paths) > 0
 	for _, p := range paths {
-		h := e.replicas[p]
-		s.SlotsTotal += h.SlotsTotal
-		s.SlotsFree += h.SlotsFree
-		if s.URL == "" {
-			s.Engine, s.EngineVersion, s.URL, s.DeviceMask = h.Engine, h.EngineVersion, h.URL, h.DeviceMask
+		r := e.replicas[p]
+		rs := r.state()
+		s.Replicas = append(s.Replicas, rs)
+		s.SlotsTotal += rs.SlotsTotal
+		s.SlotsFree += rs.SlotsFree
+		s.RequestsDeferred += rs.RequestsDeferred
+		switch {
+		case !r.load.Known():
+			allPolled = false
+		case oldest.IsZero() || r.load.At.Before(oldest):
+			oldest = r.load.At
 		}
-		if m := h.Model.Name(); m != "" && !seen[m] {
+		if s.URL == "" {
+			s.Engine, s.EngineVersion, s.URL, s.DeviceMask = r.h.Engine, r.h.EngineVersion, r.h.URL, r.h.DeviceMask
+		}
+		if m := r.h.Model.Name(); m != "" && !seen[m] {
 			seen[m] = true
 			s.Models = append(s.Models, m)
 		}
 	}
 	s.Ready = len(paths) > 0
-	if e.load.Known() && s.Ready {
-		s.SlotsFree = max(0, s.SlotsTotal-e.load.Busy)
-		s.RequestsDeferred = max(0, e.load.Deferred)
-		s.SlotsObservedAt = e.load.At
+	if allPolled {
+		s.SlotsObservedAt = oldest
 	}
 	return s
+}
+
+// state is the replica as a heartbeat reports it: ready while its file
+// is there, its free slots from its engine's last poll where known, else
+// the file's.
+func (r *replica) state() api.ReplicaState {
+	rs := api.ReplicaState{
+		ReplicaID: r.id, URL: r.h.URL, Ready: true, EngineVersion: r.h.EngineVersion,
+		SlotsTotal: r.h.SlotsTotal, SlotsFree: r.h.SlotsFree,
+	}
+	if r.load.Known() {
+		rs.SlotsFree = max(0, rs.SlotsTotal-r.load.Busy)
+		rs.RequestsDeferred = max(0, r.load.Deferred)
+		rs.SlotsObservedAt = r.load.At
+	}
+	return rs
 }

@@ -29,13 +29,37 @@ func notReady(id string, draining bool) api.PoolState {
 	return api.PoolState{PoolID: id, Draining: draining, Models: []string{}}
 }
 
+// rep is one replica as a snapshot reports it, its engine not polled.
+func rep(id, url string, total, free int) api.ReplicaState {
+	return api.ReplicaState{ReplicaID: id, URL: url, Ready: true, SlotsTotal: total, SlotsFree: free, EngineVersion: "b4747"}
+}
+
+// polledRep is one replica whose engine was polled at at.
+func polledRep(id, url string, total, free, deferred int, at time.Time) api.ReplicaState {
+	r := rep(id, url, total, free)
+	r.RequestsDeferred, r.SlotsObservedAt = deferred, at
+	return r
+}
+
 func TestTableSnapshot(t *testing.T) {
 	// polled dates the engine polls: after the handoff files below were
 	// read, as a poll of their engines is.
 	polled := time.Now().Add(time.Minute)
+	const url0, url1 = "http://127.0.0.1:8081", "http://127.0.0.1:8082"
 	ready := func(free, deferred int, at time.Time) api.PoolState {
+		r := rep("r0", url0, 4, free)
+		r.RequestsDeferred, r.SlotsObservedAt = deferred, at
 		return api.PoolState{PoolID: "pool-0", Ready: true, SlotsTotal: 4, SlotsFree: free, Engine: "llamacpp", EngineVersion: "b4747",
-			URL: "http://127.0.0.1:8081", Models: []string{"m"}, RequestsDeferred: deferred, SlotsObservedAt: at}
+			URL: url0, Models: []string{"m"}, RequestsDeferred: deferred, SlotsObservedAt: at, Replicas: []api.ReplicaState{r}}
+	}
+	// twoReplicas is pool-0 with r0 (4 slots) and r1 (2 slots).
+	twoReplicas := func(t *pool.Table) {
+		t.Upsert("/rt/pool-0_r0.json", ho("pool-0", url0, 4, 4, "m"))
+		t.Upsert("/rt/pool-0_r1.json", ho("pool-0", url1, 2, 2, "m"))
+	}
+	pool2 := func(free, deferred int, at time.Time, r0, r1 api.ReplicaState) api.PoolState {
+		return api.PoolState{PoolID: "pool-0", Ready: true, SlotsTotal: 6, SlotsFree: free, Engine: "llamacpp", EngineVersion: "b4747",
+			URL: url0, Models: []string{"m"}, RequestsDeferred: deferred, SlotsObservedAt: at, Replicas: []api.ReplicaState{r0, r1}}
 	}
 	tests := []struct {
 		name     string
@@ -59,54 +83,76 @@ func TestTableSnapshot(t *testing.T) {
 			name:     "one handoff makes its pool ready",
 			declared: []string{"pool-0", "pool-1"},
 			do: func(t *pool.Table) {
-				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:8081", 4, 3, "llama-3-8b"))
+				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", url0, 4, 3, "llama-3-8b"))
 			},
 			want: []api.PoolState{
-				{PoolID: "pool-0", Ready: true, SlotsTotal: 4, SlotsFree: 3, Engine: "llamacpp", EngineVersion: "b4747", URL: "http://127.0.0.1:8081", Models: []string{"llama-3-8b"}},
+				{PoolID: "pool-0", Ready: true, SlotsTotal: 4, SlotsFree: 3, Engine: "llamacpp", EngineVersion: "b4747", URL: url0, Models: []string{"llama-3-8b"},
+					Replicas: []api.ReplicaState{rep("r0", url0, 4, 3)}},
 				notReady("pool-1", false),
 			},
 		},
 		{
-			name:     "two replicas of one pool sum slots; identity from the first file; models deduplicated",
+			name:     "two replicas of one pool: each listed; slots summed; identity from the first file; models deduplicated",
 			declared: []string{"pool-0"},
 			do: func(t *pool.Table) {
-				t.Upsert("/rt/pool-0_r1.json", ho("pool-0", "http://127.0.0.1:8082", 2, 1, "llama-3-8b"))
-				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:8081", 4, 4, "llama-3-8b"))
+				t.Upsert("/rt/pool-0_r1.json", ho("pool-0", url1, 2, 1, "llama-3-8b"))
+				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", url0, 4, 4, "llama-3-8b"))
 			},
 			want: []api.PoolState{
-				{PoolID: "pool-0", Ready: true, SlotsTotal: 6, SlotsFree: 5, Engine: "llamacpp", EngineVersion: "b4747", URL: "http://127.0.0.1:8081", Models: []string{"llama-3-8b"}},
+				{PoolID: "pool-0", Ready: true, SlotsTotal: 6, SlotsFree: 5, Engine: "llamacpp", EngineVersion: "b4747", URL: url0, Models: []string{"llama-3-8b"},
+					Replicas: []api.ReplicaState{rep("r0", url0, 4, 4), rep("r1", url1, 2, 1)}},
 			},
 		},
 		{
 			name:     "distinct models listed in file order; model name from path",
 			declared: []string{"pool-0"},
 			do: func(t *pool.Table) {
-				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:8081", 1, 1, "b-model"))
-				h := ho("pool-0", "http://127.0.0.1:8082", 1, 1, "")
+				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", url0, 1, 1, "b-model"))
+				h := ho("pool-0", url1, 1, 1, "")
 				h.Model.Path = "/models/a-model.gguf"
 				t.Upsert("/rt/pool-0_r1.json", h)
 				t.Upsert("/rt/pool-0_r2.json", ho("pool-0", "http://127.0.0.1:8083", 1, 1, "b-model"))
 			},
 			want: []api.PoolState{
-				{PoolID: "pool-0", Ready: true, SlotsTotal: 3, SlotsFree: 3, Engine: "llamacpp", EngineVersion: "b4747", URL: "http://127.0.0.1:8081", Models: []string{"b-model", "a-model.gguf"}},
+				{PoolID: "pool-0", Ready: true, SlotsTotal: 3, SlotsFree: 3, Engine: "llamacpp", EngineVersion: "b4747", URL: url0, Models: []string{"b-model", "a-model.gguf"},
+					Replicas: []api.ReplicaState{rep("r0", url0, 1, 1), rep("r1", url1, 1, 1), rep("r2", "http://127.0.0.1:8083", 1, 1)}},
+			},
+		},
+		{
+			name:     "replica ids: replica_id, else the file name less the pool's prefix, else the file name; unique in the pool",
+			declared: []string{"pool-0"},
+			do: func(t *pool.Table) {
+				h := ho("pool-0", url0, 1, 1, "m")
+				h.ReplicaID = "gpu0"
+				t.Upsert("/rt/a.json", h)
+				t.Upsert("/rt/pool-0_gpu0.json", ho("pool-0", url1, 1, 1, "m"))      // gpu0 is taken
+				t.Upsert("/rt/pool-0_x.json", ho("pool-0", "http://h:3", 1, 1, "m")) // x
+				bad := ho("pool-0", "http://h:4", 1, 1, "m")
+				bad.ReplicaID = "no/slash"
+				t.Upsert("/rt/zz.json", bad) // not a valid id: the file's name
+			},
+			want: []api.PoolState{
+				{PoolID: "pool-0", Ready: true, SlotsTotal: 4, SlotsFree: 4, Engine: "llamacpp", EngineVersion: "b4747", URL: url0, Models: []string{"m"},
+					Replicas: []api.ReplicaState{rep("gpu0", url0, 1, 1), rep("pool-0_gpu0", url1, 1, 1), rep("x", "http://h:3", 1, 1), rep("zz", "http://h:4", 1, 1)}},
 			},
 		},
 		{
 			name:     "replacing a file replaces its replica",
 			declared: []string{"pool-0"},
 			do: func(t *pool.Table) {
-				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:8081", 4, 4, "m"))
+				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", url0, 4, 4, "m"))
 				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:9999", 8, 2, "m"))
 			},
 			want: []api.PoolState{
-				{PoolID: "pool-0", Ready: true, SlotsTotal: 8, SlotsFree: 2, Engine: "llamacpp", EngineVersion: "b4747", URL: "http://127.0.0.1:9999", Models: []string{"m"}},
+				{PoolID: "pool-0", Ready: true, SlotsTotal: 8, SlotsFree: 2, Engine: "llamacpp", EngineVersion: "b4747", URL: "http://127.0.0.1:9999", Models: []string{"m"},
+					Replicas: []api.ReplicaState{rep("r0", "http://127.0.0.1:9999", 8, 2)}},
 			},
 		},
 		{
 			name:     "remove makes the pool not ready",
 			declared: []string{"pool-0"},
 			do: func(t *pool.Table) {
-				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:8081", 4, 4, "m"))
+				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", url0, 4, 4, "m"))
 				t.Remove("/rt/pool-0_r0.json")
 			},
 			want: []api.PoolState{notReady("pool-0", false)},
@@ -115,12 +161,13 @@ func TestTableSnapshot(t *testing.T) {
 			name:     "removing one of two replicas keeps the other",
 			declared: []string{"pool-0"},
 			do: func(t *pool.Table) {
-				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:8081", 4, 4, "m"))
-				t.Upsert("/rt/pool-0_r1.json", ho("pool-0", "http://127.0.0.1:8082", 2, 0, "m"))
+				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", url0, 4, 4, "m"))
+				t.Upsert("/rt/pool-0_r1.json", ho("pool-0", url1, 2, 0, "m"))
 				t.Remove("/rt/pool-0_r0.json")
 			},
 			want: []api.PoolState{
-				{PoolID: "pool-0", Ready: true, SlotsTotal: 2, SlotsFree: 0, Engine: "llamacpp", EngineVersion: "b4747", URL: "http://127.0.0.1:8082", Models: []string{"m"}},
+				{PoolID: "pool-0", Ready: true, SlotsTotal: 2, SlotsFree: 0, Engine: "llamacpp", EngineVersion: "b4747", URL: url1, Models: []string{"m"},
+					Replicas: []api.ReplicaState{rep("r1", url1, 2, 0)}},
 			},
 		},
 		{
@@ -133,12 +180,13 @@ func TestTableSnapshot(t *testing.T) {
 			name:     "a file whose pool_id changes moves its replica",
 			declared: []string{"pool-0", "pool-1"},
 			do: func(t *pool.Table) {
-				t.Upsert("/rt/a.json", ho("pool-0", "http://127.0.0.1:8081", 4, 4, "m"))
-				t.Upsert("/rt/a.json", ho("pool-1", "http://127.0.0.1:8081", 4, 4, "m"))
+				t.Upsert("/rt/a.json", ho("pool-0", url0, 4, 4, "m"))
+				t.Upsert("/rt/a.json", ho("pool-1", url0, 4, 4, "m"))
 			},
 			want: []api.PoolState{
 				notReady("pool-0", false),
-				{PoolID: "pool-1", Ready: true, SlotsTotal: 4, SlotsFree: 4, Engine: "llamacpp", EngineVersion: "b4747", URL: "http://127.0.0.1:8081", Models: []string{"m"}},
+				{PoolID: "pool-1", Ready: true, SlotsTotal: 4, SlotsFree: 4, Engine: "llamacpp", EngineVersion: "b4747", URL: url0, Models: []string{"m"},
+					Replicas: []api.ReplicaState{rep("a", url0, 4, 4)}},
 			},
 		},
 		{
@@ -148,7 +196,8 @@ func TestTableSnapshot(t *testing.T) {
 				t.Upsert("/rt/extra_r0.json", ho("extra", "http://127.0.0.1:8085", 1, 1, "m"))
 			},
 			want: []api.PoolState{
-				{PoolID: "extra", Ready: true, SlotsTotal: 1, SlotsFree: 1, Engine: "llamacpp", EngineVersion: "b4747", URL: "http://127.0.0.1:8085", Models: []string{"m"}},
+				{PoolID: "extra", Ready: true, SlotsTotal: 1, SlotsFree: 1, Engine: "llamacpp", EngineVersion: "b4747", URL: "http://127.0.0.1:8085", Models: []string{"m"},
+					Replicas: []api.ReplicaState{rep("r0", "http://127.0.0.1:8085", 1, 1)}},
 				notReady("pool-0", false),
 			},
 		},
@@ -156,11 +205,12 @@ func TestTableSnapshot(t *testing.T) {
 			name:     "drain marks one pool draining, it stays ready",
 			declared: []string{"pool-0", "pool-1"},
 			do: func(t *pool.Table) {
-				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:8081", 4, 4, "m"))
+				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", url0, 4, 4, "m"))
 				t.Drain("pool-0")
 			},
 			want: []api.PoolState{
-				{PoolID: "pool-0", Ready: true, Draining: true, SlotsTotal: 4, SlotsFree: 4, Engine: "llamacpp", EngineVersion: "b4747", URL: "http://127.0.0.1:8081", Models: []string{"m"}},
+				{PoolID: "pool-0", Ready: true, Draining: true, SlotsTotal: 4, SlotsFree: 4, Engine: "llamacpp", EngineVersion: "b4747", URL: url0, Models: []string{"m"},
+					Replicas: []api.ReplicaState{rep("r0", url0, 4, 4)}},
 				notReady("pool-1", false),
 			},
 		},
@@ -175,18 +225,19 @@ func TestTableSnapshot(t *testing.T) {
 			declared: []string{"pool-0"},
 			do: func(t *pool.Table) {
 				t.Drain("pool-0")
-				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:8081", 4, 4, "m"))
+				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", url0, 4, 4, "m"))
 			},
 			want: []api.PoolState{
-				{PoolID: "pool-0", Ready: true, Draining: true, SlotsTotal: 4, SlotsFree: 4, Engine: "llamacpp", EngineVersion: "b4747", URL: "http://127.0.0.1:8081", Models: []string{"m"}},
+				{PoolID: "pool-0", Ready: true, Draining: true, SlotsTotal: 4, SlotsFree: 4, Engine: "llamacpp", EngineVersion: "b4747", URL: url0, Models: []string{"m"},
+					Replicas: []api.ReplicaState{rep("r0", url0, 4, 4)}},
 			},
 		},
 		{
 			name:     "an engine poll gives free slots, deferred requests and when it observed them",
 			declared: []string{"pool-0"},
 			do: func(t *pool.Table) {
-				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:8081", 4, 4, "m"))
-				t.SetLoad("pool-0", pool.Load{Busy: 3, Deferred: 2, At: polled})
+				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", url0, 4, 4, "m"))
+				t.SetLoad("pool-0", "r0", pool.Load{Busy: 3, Deferred: 2, At: polled})
 			},
 			want: []api.PoolState{ready(1, 2, polled)},
 		},
@@ -194,8 +245,8 @@ func TestTableSnapshot(t *testing.T) {
 			name:     "more busy than slots is no free slot",
 			declared: []string{"pool-0"},
 			do: func(t *pool.Table) {
-				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:8081", 4, 4, "m"))
-				t.SetLoad("pool-0", pool.Load{Busy: 6, At: polled})
+				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", url0, 4, 4, "m"))
+				t.SetLoad("pool-0", "r0", pool.Load{Busy: 6, At: polled})
 			},
 			want: []api.PoolState{ready(0, 0, polled)},
 		},
@@ -203,9 +254,9 @@ func TestTableSnapshot(t *testing.T) {
 			name:     "a failed poll falls back to the handoff file's counts, undated",
 			declared: []string{"pool-0"},
 			do: func(t *pool.Table) {
-				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:8081", 4, 4, "m"))
-				t.SetLoad("pool-0", pool.Load{Busy: 3, Deferred: 2, At: polled})
-				t.SetLoad("pool-0", pool.Load{Busy: 1, Deferred: 5})
+				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", url0, 4, 4, "m"))
+				t.SetLoad("pool-0", "r0", pool.Load{Busy: 3, Deferred: 2, At: polled})
+				t.SetLoad("pool-0", "r0", pool.Load{Busy: 1, Deferred: 5})
 			},
 			want: []api.PoolState{ready(4, 0, time.Time{})},
 		},
@@ -213,42 +264,96 @@ func TestTableSnapshot(t *testing.T) {
 			name:     "a later poll replaces the earlier",
 			declared: []string{"pool-0"},
 			do: func(t *pool.Table) {
-				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:8081", 4, 4, "m"))
-				t.SetLoad("pool-0", pool.Load{Busy: 3, Deferred: 2, At: polled})
-				t.SetLoad("pool-0", pool.Load{Busy: 1, At: polled.Add(time.Second)})
+				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", url0, 4, 4, "m"))
+				t.SetLoad("pool-0", "r0", pool.Load{Busy: 3, Deferred: 2, At: polled})
+				t.SetLoad("pool-0", "r0", pool.Load{Busy: 1, At: polled.Add(time.Second)})
 			},
 			want: []api.PoolState{ready(3, 0, polled.Add(time.Second))},
 		},
 		{
 			name:     "a pool that is not ready reports no poll",
 			declared: []string{"pool-0"},
-			do:       func(t *pool.Table) { t.SetLoad("pool-0", pool.Load{Busy: 1, Deferred: 1, At: polled}) },
+			do:       func(t *pool.Table) { t.SetLoad("pool-0", "r0", pool.Load{Busy: 1, Deferred: 1, At: polled}) },
 			want:     []api.PoolState{notReady("pool-0", false)},
 		},
 		{
-			name:     "a replica change forgets the poll of the engines before it",
+			name:     "a replica change forgets the poll of the engine before it",
 			declared: []string{"pool-0"},
 			do: func(t *pool.Table) {
-				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:8081", 4, 4, "m"))
-				t.SetLoad("pool-0", pool.Load{Busy: 3, Deferred: 2, At: polled})
-				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:8081", 4, 4, "m"))
+				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", url0, 4, 4, "m"))
+				t.SetLoad("pool-0", "r0", pool.Load{Busy: 3, Deferred: 2, At: polled})
+				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", url0, 4, 4, "m"))
 			},
 			want: []api.PoolState{ready(4, 0, time.Time{})},
 		},
 		{
-			name:     "a poll that began before the replicas changed is ignored",
+			name:     "a poll that began before the replica changed is ignored",
 			declared: []string{"pool-0"},
 			do: func(t *pool.Table) {
-				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:8081", 4, 4, "m"))
-				t.SetLoad("pool-0", pool.Load{Busy: 3, Deferred: 2, At: time.Now().Add(-time.Second)})
+				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", url0, 4, 4, "m"))
+				t.SetLoad("pool-0", "r0", pool.Load{Busy: 3, Deferred: 2, At: time.Now().Add(-time.Second)})
 			},
 			want: []api.PoolState{ready(4, 0, time.Time{})},
 		},
 		{
 			name:     "a poll of an unknown pool is ignored",
 			declared: []string{"pool-0"},
-			do:       func(t *pool.Table) { t.SetLoad("nope", pool.Load{Busy: 1, At: polled}) },
+			do:       func(t *pool.Table) { t.SetLoad("nope", "r0", pool.Load{Busy: 1, At: polled}) },
 			want:     []api.PoolState{notReady("pool-0", false)},
+		},
+		{
+			name:     "a poll of an unknown replica is ignored",
+			declared: []string{"pool-0"},
+			do: func(t *pool.Table) {
+				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", url0, 4, 4, "m"))
+				t.SetLoad("pool-0", "r9", pool.Load{Busy: 1, At: polled})
+			},
+			want: []api.PoolState{ready(4, 0, time.Time{})},
+		},
+		{
+			name:     "two replicas polled: each its own load; the pool sums them, dated by the older poll",
+			declared: []string{"pool-0"},
+			do: func(t *pool.Table) {
+				twoReplicas(t)
+				t.SetLoad("pool-0", "r0", pool.Load{Busy: 3, Deferred: 1, At: polled.Add(time.Second)})
+				t.SetLoad("pool-0", "r1", pool.Load{Busy: 2, Deferred: 2, At: polled})
+			},
+			want: []api.PoolState{pool2(1, 3, polled,
+				polledRep("r0", url0, 4, 1, 1, polled.Add(time.Second)), polledRep("r1", url1, 2, 0, 2, polled))},
+		},
+		{
+			name:     "one of two replicas polled: the pool's free slots mix the poll and the other's file, undated",
+			declared: []string{"pool-0"},
+			do: func(t *pool.Table) {
+				twoReplicas(t)
+				t.SetLoad("pool-0", "r1", pool.Load{Busy: 1, Deferred: 4, At: polled})
+			},
+			want: []api.PoolState{pool2(5, 4, time.Time{}, rep("r0", url0, 4, 4), polledRep("r1", url1, 2, 1, 4, polled))},
+		},
+		{
+			name:     "a replica's file replaced: its poll is forgotten, the other's kept",
+			declared: []string{"pool-0"},
+			do: func(t *pool.Table) {
+				twoReplicas(t)
+				t.SetLoad("pool-0", "r0", pool.Load{Busy: 4, At: polled})
+				t.SetLoad("pool-0", "r1", pool.Load{Busy: 2, At: polled})
+				t.Upsert("/rt/pool-0_r1.json", ho("pool-0", url1, 2, 2, "m"))
+			},
+			want: []api.PoolState{pool2(2, 0, time.Time{}, polledRep("r0", url0, 4, 0, 0, polled), rep("r1", url1, 2, 2))},
+		},
+		{
+			name:     "a replica removed: the other stays with its poll, and dates the pool",
+			declared: []string{"pool-0"},
+			do: func(t *pool.Table) {
+				twoReplicas(t)
+				t.SetLoad("pool-0", "r0", pool.Load{Busy: 4, At: polled})
+				t.SetLoad("pool-0", "r1", pool.Load{Busy: 1, At: polled})
+				t.Remove("/rt/pool-0_r0.json")
+			},
+			want: []api.PoolState{
+				{PoolID: "pool-0", Ready: true, SlotsTotal: 2, SlotsFree: 1, Engine: "llamacpp", EngineVersion: "b4747", URL: url1, Models: []string{"m"},
+					SlotsObservedAt: polled, Replicas: []api.ReplicaState{polledRep("r1", url1, 2, 1, 0, polled)}},
+			},
 		},
 	}
 	for _, tt := range tests {
@@ -272,6 +377,7 @@ func TestTableSnapshot(t *testing.T) {
 }
 
 func TestTableStatus(t *testing.T) {
+	polled := time.Now().Add(time.Minute)
 	tests := []struct {
 		name   string
 		do     func(t *pool.Table)
@@ -303,6 +409,7 @@ func TestTableStatus(t *testing.T) {
 				PoolID: "pool-0", Live: true, Ready: true, SlotsTotal: 4, SlotsFree: 1,
 				Engine: "llamacpp", EngineVersion: "b4747", URL: "http://127.0.0.1:8081",
 				Models: []string{"m"}, LastError: "probe: connection refused",
+				Replicas: []api.ReplicaState{rep("r0", "http://127.0.0.1:8081", 4, 1)},
 			},
 			wantOK: true,
 		},
@@ -321,12 +428,28 @@ func TestTableStatus(t *testing.T) {
 			name: "free slots follow an engine poll",
 			do: func(t *pool.Table) {
 				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:8081", 4, 4, "m"))
-				t.SetLoad("pool-0", pool.Load{Busy: 3, Deferred: 1, At: time.Now().Add(time.Minute)})
+				t.SetLoad("pool-0", "r0", pool.Load{Busy: 3, Deferred: 1, At: polled})
 			},
 			pool: "pool-0",
 			want: api.PoolStatus{
 				PoolID: "pool-0", Live: true, Ready: true, SlotsTotal: 4, SlotsFree: 1,
 				Engine: "llamacpp", EngineVersion: "b4747", URL: "http://127.0.0.1:8081", Models: []string{"m"},
+				Replicas: []api.ReplicaState{polledRep("r0", "http://127.0.0.1:8081", 4, 1, 1, polled)},
+			},
+			wantOK: true,
+		},
+		{
+			name: "two replicas: each with its URL and slots",
+			do: func(t *pool.Table) {
+				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:8081", 2, 2, "m"))
+				t.Upsert("/rt/pool-0_r1.json", ho("pool-0", "http://127.0.0.1:8082", 2, 2, "m"))
+				t.SetLoad("pool-0", "r1", pool.Load{Busy: 2, At: polled})
+			},
+			pool: "pool-0",
+			want: api.PoolStatus{
+				PoolID: "pool-0", Live: true, Ready: true, SlotsTotal: 4, SlotsFree: 2,
+				Engine: "llamacpp", EngineVersion: "b4747", URL: "http://127.0.0.1:8081", Models: []string{"m"},
+				Replicas: []api.ReplicaState{rep("r0", "http://127.0.0.1:8081", 2, 2), polledRep("r1", "http://127.0.0.1:8082", 2, 0, 0, polled)},
 			},
 			wantOK: true,
 		},
@@ -372,7 +495,8 @@ func TestSnapshotReturnsCopies(t *testing.T) {
 	s := tab.Snapshot()
 	s[0].Models[0] = "mutated"
 	s[0].SlotsFree = 0
-	if got := tab.Snapshot()[0]; got.Models[0] != "m" || got.SlotsFree != 4 {
+	s[0].Replicas[0].URL = "mutated"
+	if got := tab.Snapshot()[0]; got.Models[0] != "m" || got.SlotsFree != 4 || got.Replicas[0].URL != "http://127.0.0.1:8081" {
 		t.Errorf("mutating a snapshot changed the table: %+v", got)
 	}
 }
@@ -401,7 +525,7 @@ func TestChanges(t *testing.T) {
 		{"drain all", func(t *pool.Table) { t.DrainAll() }, true},
 		{"reads", func(t *pool.Table) { t.Snapshot(); t.IDs(); t.Status("pool-0") }, false},
 		// Engine polls are frequent: they ride the next heartbeat.
-		{"engine poll", func(t *pool.Table) { t.SetLoad("pool-0", pool.Load{Busy: 1, At: time.Now()}) }, false},
+		{"engine poll", func(t *pool.Table) { t.SetLoad("pool-0", "r0", pool.Load{Busy: 1, At: time.Now()}) }, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -453,10 +577,11 @@ func TestVersionFollowsSnapshots(t *testing.T) {
 		moves  bool
 	}{
 		{"a handoff file", func() { tb.Upsert("/run/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:1", 4, 4, "m")) }, true},
-		{"an engine poll", func() { tb.SetLoad("pool-0", pool.Load{Busy: 2, At: time.Now()}) }, true},
+		{"an engine poll", func() { tb.SetLoad("pool-0", "r0", pool.Load{Busy: 2, At: time.Now()}) }, true},
 		{"a last error", func() { tb.SetLastError("pool-0", "boom") }, false},
 		{"a drain", func() { tb.Drain("pool-0") }, true},
-		{"a poll of an unknown pool", func() { tb.SetLoad("pool-9", pool.Load{Busy: 1, At: time.Now()}) }, false},
+		{"a poll of an unknown pool", func() { tb.SetLoad("pool-9", "r0", pool.Load{Busy: 1, At: time.Now()}) }, false},
+		{"a poll of an unknown replica", func() { tb.SetLoad("pool-0", "r7", pool.Load{Busy: 1, At: time.Now()}) }, false},
 		{"a removed file", func() { tb.Remove("/run/pool-0_r0.json") }, true},
 	}
 	for _, st := range steps {

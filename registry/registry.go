@@ -168,19 +168,28 @@ const MaxPollAge = time.Minute
 // the heartbeat was received. The age is clamped to [0, MaxPollAge]: a poll
 // dated after its heartbeat is taken as fresh, a heartbeat without a
 // timestamp as carrying a fresh poll. An undated poll (the engines were not
-// polled) stays undated.
+// polled) stays undated. Each replica's poll is translated the same way.
 func datePolls(pools []api.PoolState, sent, received time.Time) {
 	for i := range pools {
 		p := &pools[i]
-		if p.SlotsObservedAt.IsZero() {
-			continue
+		p.SlotsObservedAt = datePoll(p.SlotsObservedAt, sent, received)
+		for j := range p.Replicas {
+			r := &p.Replicas[j]
+			r.SlotsObservedAt = datePoll(r.SlotsObservedAt, sent, received)
 		}
-		var age time.Duration
-		if !sent.IsZero() {
-			age = min(max(sent.Sub(p.SlotsObservedAt), 0), MaxPollAge)
-		}
-		p.SlotsObservedAt = received.Add(-age)
 	}
+}
+
+// datePoll translates one poll's date (see datePolls).
+func datePoll(at, sent, received time.Time) time.Time {
+	if at.IsZero() {
+		return at
+	}
+	var age time.Duration
+	if !sent.IsZero() {
+		age = min(max(sent.Sub(at), 0), MaxPollAge)
+	}
+	return received.Add(-age)
 }
 
 func (r *Registry) changed() {

@@ -317,8 +317,8 @@ func TestConcurrentHeartbeats(t *testing.T) {
 	}
 }
 
-// TestHeartbeatDatesEnginePolls: a pool's slots_observed_at arrives in the
-// agent's clock and is stored in the registry's: received - (timestamp -
+// TestHeartbeatDatesEnginePolls: a pool's (and each of its replicas')
+// slots_observed_at arrives in the agent's clock and is stored in the registry's: received - (timestamp -
 // observed), the age clamped to [0, MaxPollAge], whatever the skew between
 // the clocks.
 func TestHeartbeatDatesEnginePolls(t *testing.T) {
@@ -352,9 +352,11 @@ func TestHeartbeatDatesEnginePolls(t *testing.T) {
 			// The agent's clock reads received+skew when it sends, a
 			// network hop's worth of nothing later.
 			hb := api.HeartbeatRequest{Timestamp: received.Add(tt.skew)}
-			p0 := api.PoolState{PoolID: "pool-0", Ready: true, SlotsTotal: 4, SlotsFree: 1, RequestsDeferred: 3}
+			p0 := api.PoolState{PoolID: "pool-0", Ready: true, SlotsTotal: 4, SlotsFree: 1, RequestsDeferred: 3,
+				Replicas: []api.ReplicaState{{ReplicaID: "r0", SlotsTotal: 4, SlotsFree: 1}, {ReplicaID: "r1"}}}
 			if tt.observed {
 				p0.SlotsObservedAt = hb.Timestamp.Add(-tt.sent)
+				p0.Replicas[0].SlotsObservedAt = p0.SlotsObservedAt
 			}
 			if tt.zeroSent {
 				hb.Timestamp = time.Time{}
@@ -371,6 +373,13 @@ func TestHeartbeatDatesEnginePolls(t *testing.T) {
 				t.Errorf("observed at %v, want zero", got.SlotsObservedAt)
 			case tt.observed && !got.SlotsObservedAt.Equal(received.Add(-tt.wantAge)):
 				t.Errorf("observed %v before receipt, want %v", received.Sub(got.SlotsObservedAt), tt.wantAge)
+			}
+			// Each replica's poll is dated the same way.
+			if r0 := got.Replicas[0]; !r0.SlotsObservedAt.Equal(got.SlotsObservedAt) {
+				t.Errorf("replica r0 observed at %v, want the pool's %v", r0.SlotsObservedAt, got.SlotsObservedAt)
+			}
+			if r1 := got.Replicas[1]; !r1.SlotsObservedAt.IsZero() {
+				t.Errorf("replica r1, never polled, observed at %v", r1.SlotsObservedAt)
 			}
 			if got.SlotsFree != 1 || got.RequestsDeferred != 3 || got.SlotsTotal != 4 {
 				t.Errorf("pool-0 counts changed: %+v", got)

@@ -49,6 +49,17 @@ func TestFilters(t *testing.T) {
 		{"placement: avoid key of another node", scheduler.Placement{}, scheduler.Request{AvoidPools: []string{"n2/pool-0", "pool-1"}}, p0().Obj(), ""},
 		{"placement: avoid beats pin", scheduler.Placement{}, scheduler.Request{Mode: "pin", PinPoolID: "pool-0", AvoidPools: []string{"pool-0"}}, p0().Obj(), "avoided by the task"},
 		{"placement: avoid beats prefer", scheduler.Placement{}, scheduler.Request{Mode: "prefer", PreferPools: []string{"pool-0"}, AvoidPools: []string{"n1/pool-0"}}, p0().Obj(), "avoided by the task"},
+		// A pool's replicas: pool id and pool key name every replica, a
+		// replica key one; a pin pins the pool, any replica.
+		{"placement: replica, avoid pool id", scheduler.Placement{}, scheduler.Request{AvoidPools: []string{"pool-0"}}, p0().Replica("r1").Obj(), "avoided by the task"},
+		{"placement: replica, avoid pool key", scheduler.Placement{}, scheduler.Request{AvoidPools: []string{"n1/pool-0"}}, p0().Replica("r1").Obj(), "avoided by the task"},
+		{"placement: replica, avoid its key", scheduler.Placement{}, scheduler.Request{AvoidPools: []string{"n1/pool-0/r1"}}, p0().Replica("r1").Obj(), "avoided by the task"},
+		{"placement: replica, avoid another replica", scheduler.Placement{}, scheduler.Request{AvoidPools: []string{"n1/pool-0/r0"}}, p0().Replica("r1").Obj(), ""},
+		{"placement: replica, pin its pool", scheduler.Placement{}, scheduler.Request{Mode: "pin", PinPoolID: "pool-0", NodeID: "n1"}, p0().Replica("r1").Obj(), ""},
+		{"placement: replica, pin another pool", scheduler.Placement{}, scheduler.Request{Mode: "pin", PinPoolID: "pool-1"}, p0().Replica("r1").Obj(), "not the pinned pool"},
+		{"placement: replica, prefer its pool key", scheduler.Placement{}, scheduler.Request{Mode: "prefer", PreferPools: []string{"n1/pool-0"}}, p0().Replica("r1").Obj(), ""},
+		{"placement: replica, prefer its key", scheduler.Placement{}, scheduler.Request{Mode: "prefer", PreferPools: []string{"n1/pool-0/r1"}}, p0().Replica("r1").Obj(), ""},
+		{"placement: replica, prefer another replica", scheduler.Placement{}, scheduler.Request{Mode: "prefer", PreferPools: []string{"n1/pool-0/r0"}}, p0().Replica("r1").Obj(), "not a preferred pool"},
 		{"placement: node hit", scheduler.Placement{}, scheduler.Request{NodeID: "n1"}, p0().Obj(), ""},
 		{"placement: node miss", scheduler.Placement{}, scheduler.Request{NodeID: "n2"}, p0().Obj(), "not the requested node"},
 		// allow_fallback relaxes prefer mode only.

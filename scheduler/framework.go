@@ -291,7 +291,7 @@ func (f *Framework) runFilters(state *State, req *Request, c *Candidate) (string
 }
 
 // better orders by total score, then the deterministic tie-break: lower
-// expected latency, more free slots, then node id, then pool id.
+// expected latency, more free slots, then node id, pool id, replica id.
 func better(a, b *Ranked) bool {
 	if a.Total != b.Total {
 		return a.Total > b.Total
@@ -305,7 +305,10 @@ func better(a, b *Ranked) bool {
 	if a.Candidate.NodeID != b.Candidate.NodeID {
 		return a.Candidate.NodeID < b.Candidate.NodeID
 	}
-	return a.Candidate.Pool.PoolID < b.Candidate.Pool.PoolID
+	if a.Candidate.Pool.PoolID != b.Candidate.Pool.PoolID {
+		return a.Candidate.Pool.PoolID < b.Candidate.Pool.PoolID
+	}
+	return a.Candidate.ReplicaID < b.Candidate.ReplicaID
 }
 
 // ratioScore maps v in [lo, hi] linearly onto 0..100, lower is better when

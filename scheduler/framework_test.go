@@ -180,9 +180,11 @@ func TestTieBreak(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Equal scores: more free slots first, then node id, then pool id.
+	// Equal scores: more free slots first, then node id, then pool id,
+	// then replica id.
 	cands := []scheduler.Candidate{
-		schedtest.Pool("pool-1").Node("b").Slots(4, 4).InFlight(2).Obj(),
+		schedtest.Pool("pool-1").Node("b").Slots(4, 4).InFlight(2).Replica("r1").Obj(),
+		schedtest.Pool("pool-1").Node("b").Slots(4, 4).InFlight(2).Replica("r0").Obj(),
 		schedtest.Pool("pool-0").Node("b").Slots(4, 4).InFlight(2).Obj(),
 		schedtest.Pool("pool-0").Node("a").Slots(4, 4).InFlight(2).Obj(),
 		schedtest.Pool("pool-9").Node("z").Slots(4, 4).InFlight(1).Obj(),
@@ -190,8 +192,8 @@ func TestTieBreak(t *testing.T) {
 		schedtest.Pool("pool-1").Node("a").Slots(4, 4).InFlight(2).Obj(),
 		schedtest.Pool("pool-0").Node("c").Slots(8, 8).InFlight(5).Obj(),
 	}
-	cands[4].Pool.PoolID = "pool-5"
-	want := []string{"c/pool-0", "z/pool-9", "a/pool-0", "a/pool-1", "b/pool-0", "b/pool-1", "a/pool-5"}
+	cands[5].Pool.PoolID = "pool-5"
+	want := []string{"c/pool-0", "z/pool-9", "a/pool-0", "a/pool-1", "b/pool-0", "b/pool-1/r0", "b/pool-1/r1", "a/pool-5"}
 	r := rand.New(rand.NewPCG(1, 2))
 	for i := range 50 {
 		shuffled := slices.Clone(cands)

@@ -42,7 +42,7 @@ func TestFeasibleFilterAllocs(t *testing.T) {
 	now := time.Now()
 	state := &State{
 		Now: now, StaleAfter: time.Minute, AffinityPool: "gpu-node-0001.rack-17.cluster.example.com/pool-0", BestCost: time.Second,
-		avoid:  newPoolSet([]string{"pool-9", "gpu-node-0002.rack-17.cluster.example.com/pool-0"}),
+		avoid:  newPoolSet([]string{"pool-9", "gpu-node-0002.rack-17.cluster.example.com/pool-0", "gpu-node-0001.rack-17.cluster.example.com/pool-0/r0"}),
 		prefer: newPoolSet([]string{"pool-0", "gpu-node-0001.rack-17.cluster.example.com/pool-1"}),
 	}
 	req := &Request{
@@ -50,7 +50,7 @@ func TestFeasibleFilterAllocs(t *testing.T) {
 		PreferPools: []string{"pool-0"}, AvoidPools: []string{"pool-9"}, DeviceMask: "0,1",
 	}
 	c := &Candidate{
-		NodeID: "gpu-node-0001.rack-17.cluster.example.com", NodeStatus: api.StatusOnline,
+		NodeID: "gpu-node-0001.rack-17.cluster.example.com", NodeStatus: api.StatusOnline, ReplicaID: "r1",
 		Pool: api.PoolState{
 			PoolID: "pool-0", Ready: true, SlotsTotal: 4, SlotsFree: 2, DeviceMask: "0,1",
 			VRAMTotalBytes: 80 << 30, VRAMFreeBytes: 40 << 30, Models: []string{"x", "m"},
@@ -78,13 +78,19 @@ func TestFeasibleFilterAllocs(t *testing.T) {
 }
 
 // TestPoolSet: a pool set matches a candidate exactly when a name equals
-// its pool id or its key, like a map of names looked up with both.
+// its pool id, its pool key or (a replica) its key, like a map of names
+// looked up with all three; hasKey matches the key and the pool key.
 func TestPoolSet(t *testing.T) {
-	names := []string{"pool-1", "n1/pool-0", "a/b/c", "/lead", "trail/"}
-	cands := []struct{ node, pool string }{
-		{"n1", "pool-0"}, {"n2", "pool-0"}, {"n2", "pool-1"}, {"n1", "pool-2"},
-		{"a", "b/c"}, {"a/b", "c"}, {"a", "b"}, {"", "lead"}, {"trail", ""},
-		{"n1/pool-0", ""}, {"", "pool-1"}, {"x", "n1/pool-0"},
+	names := []string{"pool-1", "n1/pool-0", "a/b/c", "/lead", "trail/", "n3/pool-0/r1", "n4/pool-0/", "n5//r0"}
+	cands := []struct{ node, pool, replica string }{
+		{"n1", "pool-0", ""}, {"n2", "pool-0", ""}, {"n2", "pool-1", ""}, {"n1", "pool-2", ""},
+		{"a", "b/c", ""}, {"a/b", "c", ""}, {"a", "b", ""}, {"", "lead", ""}, {"trail", "", ""},
+		{"n1/pool-0", "", ""}, {"", "pool-1", ""}, {"x", "n1/pool-0", ""},
+		// Replicas: a pool id or pool key names every replica; a replica
+		// key names one.
+		{"n1", "pool-0", "r0"}, {"n1", "pool-0", "r1"}, {"n2", "pool-1", "r0"},
+		{"n3", "pool-0", "r0"}, {"n3", "pool-0", "r1"}, {"n3", "pool-0", "r10"}, {"n3", "pool-0", ""},
+		{"a", "b", "c"}, {"n4", "pool-0", "x"}, {"n5", "", "r0"},
 	}
 	set := newPoolSet(names)
 	want := map[string]bool{}
@@ -92,17 +98,34 @@ func TestPoolSet(t *testing.T) {
 		want[n] = true
 	}
 	for _, tc := range cands {
-		c := &Candidate{NodeID: tc.node, Pool: api.PoolState{PoolID: tc.pool}}
-		if got, w := set.has(c), want[c.Pool.PoolID] || want[c.Key()]; got != w {
-			t.Errorf("%q/%q: has = %v, want %v", tc.node, tc.pool, got, w)
+		c := &Candidate{NodeID: tc.node, ReplicaID: tc.replica, Pool: api.PoolState{PoolID: tc.pool}}
+		if got, w := set.has(c), want[c.Pool.PoolID] || want[c.PoolKey()] || want[c.Key()]; got != w {
+			t.Errorf("%q/%q/%q: has = %v, want %v", tc.node, tc.pool, tc.replica, got, w)
 		}
-		for _, k := range append(names, "n1/pool-0x", "n1pool-0", "") {
-			if got, w := c.hasKey(k), k == c.Key(); got != w {
-				t.Errorf("%q/%q: hasKey(%q) = %v, want %v", tc.node, tc.pool, k, got, w)
+		for _, k := range append(names, "n1/pool-0x", "n1pool-0", "", "n1/pool-0/r0", "n1/pool-0/r", "n1/pool-0/r00", "n1/pool-0r0", "n1/pool-0/") {
+			if got, w := c.hasKey(k), k == c.Key() || k == c.PoolKey(); got != w {
+				t.Errorf("%q/%q/%q: hasKey(%q) = %v, want %v", tc.node, tc.pool, tc.replica, k, got, w)
 			}
 		}
 	}
 	if !newPoolSet(nil).empty() || set.empty() {
 		t.Error("empty() wrong")
+	}
+}
+
+func TestKeys(t *testing.T) {
+	for _, tc := range []struct {
+		c            Candidate
+		key, poolKey string
+	}{
+		{Candidate{NodeID: "n1", Pool: api.PoolState{PoolID: "pool-0"}}, "n1/pool-0", "n1/pool-0"},
+		{Candidate{NodeID: "n1", ReplicaID: "r1", Pool: api.PoolState{PoolID: "pool-0"}}, "n1/pool-0/r1", "n1/pool-0"},
+	} {
+		if got := tc.c.Key(); got != tc.key {
+			t.Errorf("Key() = %q, want %q", got, tc.key)
+		}
+		if got := tc.c.PoolKey(); got != tc.poolKey {
+			t.Errorf("PoolKey() = %q, want %q", got, tc.poolKey)
+		}
 	}
 }

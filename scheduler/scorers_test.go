@@ -93,6 +93,12 @@ func TestScorers(t *testing.T) {
 			want:     map[string]int64{"n1/pool-0": 100, "n1/pool-1": 0, "n2/pool-0": 0},
 		},
 		{
+			name: "session affinity: the replica that served the session, not its siblings", plugin: scheduler.SessionAffinity{},
+			affinity: "n1/pool-0/r1",
+			cands:    []cand{p("n1", "pool-0").Replica("r0").Obj(), p("n1", "pool-0").Replica("r1").Obj(), p("n2", "pool-0").Replica("r1").Obj()},
+			want:     map[string]int64{"n1/pool-0/r0": 0, "n1/pool-0/r1": 100, "n2/pool-0/r1": 0},
+		},
+		{
 			name: "session affinity: none", plugin: scheduler.SessionAffinity{},
 			cands: []cand{p("n1", "pool-0").Obj(), p("n2", "pool-0").Obj()},
 			want:  map[string]int64{"n1/pool-0": 0, "n2/pool-0": 0},

@@ -7,10 +7,15 @@ import (
 )
 
 // Candidate is one pool of one node, with everything the plugins may read.
+// A pool with several replicas (separate engines) is one candidate per
+// replica: ReplicaID names it, and Pool's URL and slot counts are the
+// replica's.
 type Candidate struct {
 	NodeID     string
 	NodeStatus string
-	Pool       api.PoolState
+	// ReplicaID is empty for a pool from an agent that predates replicas.
+	ReplicaID string
+	Pool      api.PoolState
 	// GPUs of the pool (its device mask), from the node's heartbeat.
 	GPUs []api.GPUState
 
@@ -33,14 +38,28 @@ type Candidate struct {
 	RecentFailure time.Time
 }
 
-// Key names a candidate uniquely.
-func (c *Candidate) Key() string { return c.NodeID + "/" + c.Pool.PoolID }
+// Key names a candidate uniquely: "node/pool", or "node/pool/replica" for
+// a replica.
+func (c *Candidate) Key() string {
+	if c.ReplicaID == "" {
+		return c.PoolKey()
+	}
+	return c.NodeID + "/" + c.Pool.PoolID + "/" + c.ReplicaID
+}
 
-// hasKey reports whether k == c.Key(), without building the key.
+// PoolKey names the candidate's pool, "node/pool", the same for each of
+// its replicas.
+func (c *Candidate) PoolKey() string { return c.NodeID + "/" + c.Pool.PoolID }
+
+// hasKey reports whether k is c.Key() or c.PoolKey() (a pool's key names
+// every replica of it), without building the keys.
 func (c *Candidate) hasKey(k string) bool {
-	n := len(c.NodeID)
-	return len(k) == n+1+len(c.Pool.PoolID) && k[n] == '/' &&
-		k[:n] == c.NodeID && k[n+1:] == c.Pool.PoolID
+	n, p := len(c.NodeID), len(c.Pool.PoolID)
+	if len(k) < n+1+p || k[n] != '/' || k[:n] != c.NodeID || k[n+1:n+1+p] != c.Pool.PoolID {
+		return false
+	}
+	rest := k[n+1+p:]
+	return rest == "" || (c.ReplicaID != "" && len(rest) == 1+len(c.ReplicaID) && rest[0] == '/' && rest[1:] == c.ReplicaID)
 }
 
 // Load is the tasks ahead of a new one on the pool: running or queued in
@@ -83,7 +102,8 @@ type Request struct {
 	// MaxTokens is the most tokens the task generates; 0: not set.
 	MaxTokens int
 	// Placement constraints (SPEC §5 "placement"). PreferPools and
-	// AvoidPools name pools by pool id or by "node/pool" key.
+	// AvoidPools name pools by pool id or by "node/pool" key (every
+	// replica of the pool), or one replica by "node/pool/replica" key.
 	Mode          string // auto, pin, prefer
 	PinPoolID     string
 	NodeID        string
@@ -129,21 +149,26 @@ type State struct {
 	prefer   poolSet
 }
 
-// poolSet is a set of pools named by pool id or by "node/pool" key, looked
-// up without building the candidate's key (which would allocate).
+// poolSet is a set of pools named by pool id, "node/pool" key (every
+// replica of the pool) or "node/pool/replica" key (that replica), looked up
+// without building the candidate's key (which would allocate).
 type poolSet struct {
-	ids  map[string]bool
-	keys map[poolKey]bool
+	ids      map[string]bool
+	keys     map[poolKey]bool
+	replicas map[replicaKey]bool
 }
 
 type poolKey struct{ node, pool string }
+
+type replicaKey struct{ node, pool, replica string }
 
 func newPoolSet(names []string) poolSet {
 	s := poolSet{ids: make(map[string]bool, len(names))}
 	for _, n := range names {
 		s.ids[n] = true
-		// Every way n splits into node "/" pool, so that a key matches
-		// exactly when it equals Candidate.Key.
+		// Every way n splits into node "/" pool, and into node "/" pool
+		// "/" replica, so that a key matches exactly when it equals
+		// Candidate.PoolKey or Candidate.Key.
 		for i := range len(n) {
 			if n[i] != '/' {
 				continue
@@ -152,6 +177,15 @@ func newPoolSet(names []string) poolSet {
 				s.keys = map[poolKey]bool{}
 			}
 			s.keys[poolKey{n[:i], n[i+1:]}] = true
+			for j := i + 1; j < len(n); j++ {
+				if n[j] != '/' {
+					continue
+				}
+				if s.replicas == nil {
+					s.replicas = map[replicaKey]bool{}
+				}
+				s.replicas[replicaKey{n[:i], n[i+1 : j], n[j+1:]}] = true
+			}
 		}
 	}
 	return s
@@ -159,9 +193,10 @@ func newPoolSet(names []string) poolSet {
 
 func (s poolSet) empty() bool { return len(s.ids) == 0 }
 
-// has reports whether c's pool id or key is in the set.
+// has reports whether c's pool id, pool key or replica key is in the set.
 func (s poolSet) has(c *Candidate) bool {
-	return s.ids[c.Pool.PoolID] || s.keys[poolKey{c.NodeID, c.Pool.PoolID}]
+	return s.ids[c.Pool.PoolID] || s.keys[poolKey{c.NodeID, c.Pool.PoolID}] ||
+		(c.ReplicaID != "" && s.replicas[replicaKey{c.NodeID, c.Pool.PoolID, c.ReplicaID}])
 }
 
 // prefers reports whether c is one of the task's prefer_pools, named by

@@ -165,7 +165,11 @@ func printExplanation(w io.Writer, ex api.Explanation) error {
 		if e.DecodeTPS > 0 {
 			speed = fmt.Sprintf("%.0f tok/s (%s, %d tasks)", e.DecodeTPS, e.SpeedSource, e.Samples)
 		}
-		fmt.Fprintf(tw, "%d\t%s/%s\t%d\t%d\t%s\t%s\t%s\t%s", c.Rank, c.NodeID, c.PoolID, c.Total, c.FreeSlots,
+		pool := c.NodeID + "/" + c.PoolID
+		if c.ReplicaID != "" {
+			pool += "/" + c.ReplicaID
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%s\t%s\t%s\t%s", c.Rank, pool, c.Total, c.FreeSlots,
 			msText(e.WaitMS), msText(e.TTFTMS), msText(e.LatencyMS), speed)
 		for _, n := range names {
 			fmt.Fprintf(tw, "\t%d", c.Components[n])

@@ -32,6 +32,9 @@ func Pool(id string) *CandidateWrapper {
 // Node sets the node id.
 func (w *CandidateWrapper) Node(id string) *CandidateWrapper { w.c.NodeID = id; return w }
 
+// Replica makes the candidate one replica of its pool.
+func (w *CandidateWrapper) Replica(id string) *CandidateWrapper { w.c.ReplicaID = id; return w }
+
 // NodeStatus sets the node's status (api.StatusOnline, ...).
 func (w *CandidateWrapper) NodeStatus(s string) *CandidateWrapper { w.c.NodeStatus = s; return w }
 
