@@ -16,6 +16,10 @@ import (
 // control plane does not know the node and it must re-register.
 var ErrNotFound = errors.New("not found")
 
+// ErrUnauthorized is wrapped by Client calls answered 401: the token is
+// missing or wrong.
+var ErrUnauthorized = errors.New("unauthorized")
+
 // Client calls the control plane's node routes. It is used by the node agent
 // and the llorch CLI.
 type Client struct {
@@ -107,8 +111,11 @@ func (c *Client) send(ctx context.Context, method, path string, body any) (*http
 	if data, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10)); json.Unmarshal(data, &e) == nil && e.Message != "" {
 		msg = fmt.Sprintf("%s: %s: %s", resp.Status, e.Code, e.Message)
 	}
-	if resp.StatusCode == http.StatusNotFound {
+	switch resp.StatusCode {
+	case http.StatusNotFound:
 		return nil, fmt.Errorf("%s %s: %w (%s)", method, path, ErrNotFound, msg)
+	case http.StatusUnauthorized:
+		return nil, fmt.Errorf("%s %s: %w (%s)", method, path, ErrUnauthorized, msg)
 	}
 	return nil, fmt.Errorf("%s %s: %s", method, path, msg)
 }

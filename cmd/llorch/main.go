@@ -8,7 +8,7 @@ import (
 
 func main() {
 	if err := newApp().Run(os.Args); err != nil {
-		fmt.Fprintln(os.Stderr, "llorch:", err)
+		fmt.Fprintln(os.Stderr, "llorch:", withHint(err))
 		os.Exit(1)
 	}
 }
