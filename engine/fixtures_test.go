@@ -9,8 +9,6 @@ import (
 	"testing"
 )
 
-// fixturesDir is where the llama-server recordings are.
-func fixturesDir() string { return enginetest.Dir() }
 
 // recording is one recorded llama-server response.
 type recording struct {
@@ -30,9 +28,10 @@ func loadRecording(t testing.TB, name string) recording {
 // are poll logs and JSON).
 func httpRecordings(t testing.TB) []string {
 	t.Helper()
-	names, err := filepath.Glob(filepath.Join(fixturesDir(), "*.txt"))
+	dir := enginetest.Dir(t)
+	names, err := filepath.Glob(filepath.Join(dir, "*.txt"))
 	if err != nil || len(names) == 0 {
-		t.Fatalf("no fixtures in %s (set LLORCH_FIXTURES): %v", fixturesDir(), err)
+		t.Fatalf("no recordings in %s: %v", dir, err)
 	}
 	var out []string
 	for _, n := range names {

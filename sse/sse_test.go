@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/llorch/llorch/fixtures"
 )
 
 // readAll reads events until an error and returns both.
@@ -224,13 +226,9 @@ func TestWriterCRCannotInjectFields(t *testing.T) {
 // file holds a status line, headers, a blank line and the body.
 func fixtureBody(t testing.TB, name string) []byte {
 	t.Helper()
-	dir := os.Getenv("LLORCH_FIXTURES")
-	if dir == "" {
-		dir = filepath.Join("..", "..", "shared", "fixtures", "llama-server")
-	}
-	raw, err := os.ReadFile(filepath.Join(dir, name))
+	raw, err := os.ReadFile(filepath.Join(fixtures.Dir(t, fixtures.LlamaServer), name))
 	if err != nil {
-		t.Fatalf("fixture (set LLORCH_FIXTURES to the llama-server fixtures dir): %v", err)
+		t.Fatalf("recording %s: %v", name, err)
 	}
 	_, body, ok := bytes.Cut(raw, []byte("\n\n"))
 	if !ok {

@@ -9,21 +9,16 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/llorch/llorch/fixtures"
 )
 
-// Dir is where the recordings are: $LLORCH_FIXTURES, else SPEC §10's
-// ../shared/fixtures/llama-server next to the repository.
-func Dir() string {
-	if d := os.Getenv("LLORCH_FIXTURES"); d != "" {
-		return d
-	}
-	_, file, _, _ := runtime.Caller(0) // engine/enginetest/recording.go
-	return filepath.Join(filepath.Dir(file), "..", "..", "..", "shared", "fixtures", "llama-server")
-}
+// Dir is the llama-server recordings' folder (fixtures.Dir: skips the
+// test when they are missing, outside CI).
+func Dir(tb testing.TB) string { return fixtures.Dir(tb, fixtures.LlamaServer) }
 
 // Recording is one recorded llama-server response.
 type Recording struct {
@@ -37,9 +32,9 @@ type Recording struct {
 // the body exactly as received. A missing or malformed file fails t.
 func Load(t testing.TB, name string) Recording {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(Dir(), name))
+	raw, err := os.ReadFile(filepath.Join(Dir(t), name))
 	if err != nil {
-		t.Fatalf("fixture (set LLORCH_FIXTURES to the llama-server fixtures dir): %v", err)
+		t.Fatalf("recording %s: %v", name, err)
 	}
 	head, body, ok := bytes.Cut(raw, []byte("\n\n"))
 	if !ok {
