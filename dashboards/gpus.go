@@ -91,7 +91,7 @@ func gpus() *dashboardBuilder {
 		q(`increase(llorch_gpu_ecc_uncorrected_errors_total`+gpuSel+`[$__rate_interval])`, gpuLegend)).
 		Min(0).Span(12))
 	b.add(b.timeseries("Last XID error",
-		"Code of the GPU's last XID error, as dcgm-exporter reports it (nvml and simulated sources do not export it). A change marks a new driver-reported fault.",
+		"Code of the GPU's last XID error, 0 for none (dcgm-exporter and simulated GPUs; NVML does not report it). A change marks a new driver-reported fault.",
 		units.NoUnit,
 		q(`llorch_gpu_last_xid`+gpuSel, gpuLegend)).
 		Min(0).Span(12))

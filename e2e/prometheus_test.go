@@ -64,7 +64,7 @@ func TestPrometheusDiscoversTheFleetAndFeedsPlacement(t *testing.T) {
 	dir := t.TempDir()
 	cfg := fmt.Sprintf(`global: {scrape_interval: 1s, evaluation_interval: 1s}
 scrape_configs:
-  - job_name: llorch-nodes
+  - job_name: llorch-agents
     http_sd_configs: [{url: %q, refresh_interval: 1s}]
 `, f.url+"/v2/sd")
 	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644); err != nil {
@@ -81,7 +81,7 @@ scrape_configs:
 		return resp.StatusCode == http.StatusOK
 	})
 	waitFor(t, 30*time.Second, "both agents scraped through /v2/sd", func() bool {
-		body := get(t, promURL+"/api/v1/query?query="+`count(up{job="llorch-nodes"}==1)`)
+		body := get(t, promURL+"/api/v1/query?query="+`count(up{job="llorch-agents"}==1)`)
 		return strings.Contains(body, `"value":[`) && strings.Contains(body, `,"2"]`)
 	})
 	waitFor(t, 30*time.Second, "placement uses Prometheus' readings", func() bool {

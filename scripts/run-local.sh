@@ -59,6 +59,14 @@ if [ -n "$LLAMA_SERVER" ]; then
   engine_desc="llama-server ($LLAMA_SERVER, model $MODEL)"
 fi
 
+# With LLORCH_API_TOKEN set, the daemons (and the llorch CLI) require it:
+# the requests below carry it too.
+auth=() auth_hint=""
+if [ -n "${LLORCH_API_TOKEN:-}" ]; then
+  auth=(-H "Authorization: Bearer $LLORCH_API_TOKEN")
+  auth_hint="-H \"Authorization: Bearer $LLORCH_API_TOKEN\" "
+fi
+
 mkdir -p "$RUN_DIR"
 CP_URL="http://127.0.0.1:$CP_PORT"
 "$BIN/orchestratord" --cloud-profile --addr "127.0.0.1:$CP_PORT" \
@@ -95,7 +103,7 @@ for _ in $(seq 1200); do
   [ "$("$BIN/llorch" --url "$CP_URL" nodes -o json | grep -c '"ready": true')" -ge "$pools_total" ] && break
   sleep 0.1
 done
-model=$(curl -fsS "$CP_URL/v1/models" | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
+model=$(curl -fsS "${auth[@]}" "$CP_URL/v1/models" | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
 
 cat <<EOT
 
@@ -104,19 +112,19 @@ llorch fleet on 127.0.0.1: control plane $CP_URL, $NODES node agents, $engine_de
 $("$BIN/llorch" --url "$CP_URL" nodes)
 
 A task through the control plane (POST /v2/tasks, then its event stream):
-$(curl -fsS "$CP_URL/v2/tasks" -d '{"task_id":"demo","prompt":"Once upon a time","max_tokens":8,"model_ref":"'"$model"'"}')
-$(curl -sN "$CP_URL/v2/tasks/demo/events" | grep -E '^(event|data)' | paste - - | sed 's/^/  /')
+$(curl -fsS "${auth[@]}" "$CP_URL/v2/tasks" -d '{"task_id":"demo","prompt":"Once upon a time","max_tokens":8,"model_ref":"'"$model"'"}')
+$(curl -sN "${auth[@]}" "$CP_URL/v2/tasks/demo/events" | grep -E '^(event|data)' | paste - - | sed 's/^/  /')
 
 An OpenAI chat completion (any OpenAI client works with $CP_URL/v1):
-$(curl -fsS "$CP_URL/v1/chat/completions" -d '{"model":"'"$model"'","messages":[{"role":"user","content":"Tell me a story"}],"max_tokens":8}' | sed -n 's/.*"content":"\([^"]*\)".*/  \1/p')
+$(curl -fsS "${auth[@]}" "$CP_URL/v1/chat/completions" -d '{"model":"'"$model"'","messages":[{"role":"user","content":"Tell me a story"}],"max_tokens":8}' | sed -n 's/.*"content":"\([^"]*\)".*/  \1/p')
 
 Look around:
   $BIN/llorch --url $CP_URL nodes          the fleet (add -o json for scripts)
-  curl $CP_URL/v2/sd                     Prometheus HTTP service discovery
+  curl $auth_hint$CP_URL/v2/sd                     Prometheus HTTP service discovery
   curl $CP_URL/metrics                   control plane metrics
   curl http://127.0.0.1:$((AGENT_BASE_PORT + 1))/metrics          node-1's exporter
   curl http://127.0.0.1:$((AGENT_BASE_PORT + 1))/pools/pool-0/status
-  curl "$CP_URL/v2/placement/explain?model=$model"   how placement ranks the pools now
+  curl $auth_hint"$CP_URL/v2/placement/explain?model=$model"   how placement ranks the pools now
 Kill an engine and watch its agent restart it:
   kill \$(sed -n 's/.*"pid": *\([0-9]*\).*/\1/p' $RUN_DIR/node-2/engines/pool-0_r0.json); $BIN/llorch --url $CP_URL nodes
 Logs: $RUN_DIR/*.log, engine logs in $RUN_DIR/node-*/engines/*.log
