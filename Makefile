@@ -60,10 +60,14 @@ $(TOOLS)/pint: tools/pint/go.mod
 	cd tools/pint && $(GO) build -ldflags "-X main.version=$$($(GO) list -m -f '{{.Version}}' github.com/cloudflare/pint)" \
 	  -o $(TOOLS)/pint github.com/cloudflare/pint/cmd/pint
 
-# promtool (Debian's prometheus package) checks a live agent's /metrics.
+# promtool (Debian's prometheus package) checks the rules and both daemons'
+# /metrics, and the e2e tests run that Prometheus; amtool and Alertmanager
+# (Debian's prometheus-alertmanager, 11 MB) check and run
+# deploy/alertmanager.
 promtool:
-	@command -v promtool >/dev/null || { echo "installing promtool (apt-get install prometheus)"; \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus) >/dev/null; }
+	@command -v promtool >/dev/null && command -v amtool >/dev/null || { \
+	  echo "installing promtool and amtool (apt-get install prometheus prometheus-alertmanager)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager) >/dev/null; }
 
 tools: $(TOOLS)/golangci-lint $(TOOLS)/jaeger $(TOOLS)/pint promtool ## install the tools the checks need
 

@@ -46,7 +46,9 @@ type Options struct {
 	GPUs              GPUReporter
 	HeartbeatInterval time.Duration
 	Backoff           backoff.Backoff
-	// RequestTimeout bounds each call to the control plane.
+	// RequestTimeout bounds each call to the control plane made by Run,
+	// and those of Drain and Deregister when their context has no
+	// deadline.
 	RequestTimeout time.Duration
 	Logger         *slog.Logger
 	Registerer     prometheus.Registerer
@@ -100,15 +102,17 @@ func (a *Agent) Run(ctx context.Context) {
 		}
 		if !a.registered {
 			if err := a.register(ctx); err != nil {
-				d := a.opts.Backoff.Delay(attempt)
+				d := a.retryDelay(attempt, err)
 				attempt++
-				a.log.Warn("registration failed, retrying", "attempt", attempt, "retry_in", d.Round(time.Millisecond), "err", err)
+				a.logRetry("registration failed, retrying", attempt, d, err)
 				timer.Reset(d)
 				continue
 			}
 			attempt = 0
 		}
-		next, err := a.heartbeat(ctx, false)
+		hctx, cancel := context.WithTimeout(ctx, a.opts.RequestTimeout)
+		next, err := a.heartbeat(hctx, false)
+		cancel()
 		switch {
 		case errors.Is(err, api.ErrNotFound):
 			// The control plane lost us (restarted, or expired and removed
@@ -117,6 +121,15 @@ func (a *Agent) Run(ctx context.Context) {
 			a.setRegistered(false)
 			timer.Reset(0)
 			continue
+		case errors.Is(err, api.ErrUnauthorized):
+			// The control plane no longer takes our token: register again,
+			// which backs off and says why until it does.
+			a.setRegistered(false)
+			d := a.retryDelay(attempt, err)
+			attempt++
+			a.logRetry("heartbeat refused", attempt, d, err)
+			timer.Reset(d)
+			continue
 		case err != nil && ctx.Err() == nil:
 			a.log.Warn("heartbeat failed", "err", err)
 		case err == nil && next > 0 && next < a.opts.HeartbeatInterval:
@@ -124,6 +137,40 @@ func (a *Agent) Run(ctx context.Context) {
 		}
 		timer.Reset(interval)
 	}
+}
+
+// retryDelay is the wait before the next registration attempt: the backoff
+// of attempt, or its cap when the control plane refused the token, which
+// no quick retry fixes.
+func (a *Agent) retryDelay(attempt int, err error) time.Duration {
+	b := a.opts.Backoff
+	if errors.Is(err, api.ErrUnauthorized) {
+		b.Base = b.Max
+		attempt = 0
+	}
+	return b.Delay(attempt)
+}
+
+// logRetry logs a failed call to the control plane that will be retried: a
+// refused token is an ERROR that names the setting to fix, anything else
+// (the control plane down, a network error) a WARN.
+func (a *Agent) logRetry(msg string, attempt int, retryIn time.Duration, err error) {
+	if errors.Is(err, api.ErrUnauthorized) {
+		a.log.Error("the control plane refused this agent's token (401): give it the control plane's token with --api-token/LLORCH_API_TOKEN",
+			"attempt", attempt, "retry_in", retryIn.Round(time.Millisecond), "err", err)
+		return
+	}
+	a.log.Warn(msg, "attempt", attempt, "retry_in", retryIn.Round(time.Millisecond), "err", err)
+}
+
+// callContext bounds one call to the control plane: by ctx's deadline where
+// it has one (Run's RequestTimeout; the shutdown steps' --shutdown-timeout),
+// else by RequestTimeout.
+func (a *Agent) callContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, a.opts.RequestTimeout)
 }
 
 func (a *Agent) setRegistered(v bool) {
@@ -157,21 +204,16 @@ func (a *Agent) heartbeat(ctx context.Context, draining bool) (next time.Duratio
 	ctx, span := a.tracer.Start(ctx, "heartbeat", trace.WithAttributes(
 		attribute.String("llorch.node_id", a.opts.Registration.NodeID), attribute.Bool("llorch.draining", draining)))
 	defer func() { endSpan(span, err) }()
-	rctx, cancel := context.WithTimeout(ctx, a.opts.RequestTimeout)
+	rctx, cancel := a.callContext(ctx)
 	defer cancel()
 	hb := api.HeartbeatRequest{
 		Timestamp: time.Now().UTC(),
-		Pools:     a.opts.Pools.Snapshot(),
+		Pools:     PoolsWithVRAM{Pools: a.opts.Pools, GPUs: a.opts.GPUs}.Snapshot(),
 		GPUs:      []api.GPUState{},
 		Draining:  draining,
 	}
 	if a.opts.GPUs != nil {
 		hb.GPUs = a.opts.GPUs.GPUState()
-		for i := range hb.Pools {
-			if total, free, ok := a.opts.GPUs.PoolVRAM(hb.Pools[i].DeviceMask); ok {
-				hb.Pools[i].VRAMTotalBytes, hb.Pools[i].VRAMFreeBytes = total, free
-			}
-		}
 	}
 	resp, err := a.opts.ControlPlane.Heartbeat(rctx, a.opts.Registration.NodeID, hb)
 	switch {
@@ -207,7 +249,7 @@ func (a *Agent) Deregister(ctx context.Context) (err error) {
 	}
 	ctx, span := a.tracer.Start(ctx, "deregister", trace.WithAttributes(attribute.String("llorch.node_id", a.opts.Registration.NodeID)))
 	defer func() { endSpan(span, err) }()
-	dctx, cancel := context.WithTimeout(ctx, a.opts.RequestTimeout)
+	dctx, cancel := a.callContext(ctx)
 	defer cancel()
 	if err := a.opts.ControlPlane.Deregister(dctx, a.opts.Registration.NodeID); err != nil {
 		a.log.WarnContext(ctx, "deregistration failed", "err", err)
@@ -219,13 +261,9 @@ func (a *Agent) Deregister(ctx context.Context) (err error) {
 }
 
 // Shutdown is Drain then Deregister, for an agent with no in-flight work to
-// wait for in between. It tries both and returns the first error.
+// wait for in between. It tries both and returns their errors joined.
 func (a *Agent) Shutdown(ctx context.Context) error {
-	drainErr := a.Drain(ctx)
-	if err := a.Deregister(ctx); err != nil {
-		return err
-	}
-	return drainErr
+	return errors.Join(a.Drain(ctx), a.Deregister(ctx))
 }
 
 // endSpan records err on span and ends it.

@@ -49,6 +49,9 @@ type fakeControlPlane struct {
 	heartbeats    []hbAnswer
 	defaultHB     api.HeartbeatResponse
 	deregisterErr error
+	// hbDelay is how long a heartbeat takes to answer, unless its context
+	// ends first.
+	hbDelay time.Duration
 	// notify gets a value (never blocking) after each recorded call.
 	notify chan struct{}
 }
@@ -80,7 +83,17 @@ func (f *fakeControlPlane) Register(_ context.Context, req api.RegisterRequest) 
 	return f.registerErr
 }
 
-func (f *fakeControlPlane) Heartbeat(_ context.Context, id string, hb api.HeartbeatRequest) (api.HeartbeatResponse, error) {
+func (f *fakeControlPlane) Heartbeat(ctx context.Context, id string, hb api.HeartbeatRequest) (api.HeartbeatResponse, error) {
+	f.mu.Lock()
+	delay := f.hbDelay
+	f.mu.Unlock()
+	if delay > 0 {
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return api.HeartbeatResponse{}, ctx.Err()
+		}
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.record(call{kind: "heartbeat", nodeID: id, hb: hb})
@@ -160,8 +173,14 @@ type harness struct {
 
 func newHarness(t *testing.T, cp *fakeControlPlane, interval time.Duration) *harness {
 	t.Helper()
+	return newHarnessWith(t, cp, interval, nil)
+}
+
+// newHarnessWith lets edit change the agent's options.
+func newHarnessWith(t *testing.T, cp *fakeControlPlane, interval time.Duration, edit func(*agent.Options)) *harness {
+	t.Helper()
 	h := &harness{cp: cp, pools: pool.NewTable([]string{"pool-0", "pool-1"}), reg: prometheus.NewRegistry()}
-	a, err := agent.New(agent.Options{
+	opts := agent.Options{
 		Registration: api.RegisterRequest{
 			NodeID:    nodeID,
 			MachineID: "machine-1",
@@ -174,7 +193,11 @@ func newHarness(t *testing.T, cp *fakeControlPlane, interval time.Duration) *har
 		Backoff:           backoff.Backoff{Base: time.Millisecond, Max: 5 * time.Millisecond},
 		Logger:            slog.New(slog.DiscardHandler),
 		Registerer:        h.reg,
-	})
+	}
+	if edit != nil {
+		edit(&opts)
+	}
+	a, err := agent.New(opts)
 	if err != nil {
 		t.Fatalf("agent.New: %v", err)
 	}
@@ -627,5 +650,136 @@ func TestNewRejectsDuplicateMetrics(t *testing.T) {
 	}
 	if _, err := agent.New(opts); err == nil {
 		t.Error("second New on the same registerer succeeded, want a registration error")
+	}
+}
+
+// logRecords keeps the records logged through it.
+type logRecords struct {
+	mu      sync.Mutex
+	records []slog.Record
+}
+
+func (l *logRecords) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logRecords) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.records = append(l.records, r.Clone())
+	return nil
+}
+func (l *logRecords) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *logRecords) WithGroup(string) slog.Handler      { return l }
+
+// atLeast returns the messages logged at level or above.
+func (l *logRecords) atLeast(level slog.Level) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, r := range l.records {
+		if r.Level >= level {
+			out = append(out, r.Message)
+		}
+	}
+	return out
+}
+
+// errUnauthorized is what api.Client returns for a 401.
+var errUnauthorized = fmt.Errorf("POST /v2/nodes/register: %w (401 Unauthorized: UNAUTHORIZED: missing or invalid bearer token)", api.ErrUnauthorized)
+
+// TestRefusedTokenIsAnErrorAndBacksOff: registration answered 401 logs an
+// ERROR naming --api-token/LLORCH_API_TOKEN and retries at the backoff's
+// cap, not its base; a 500 keeps the usual WARN and quick retries.
+func TestRefusedTokenIsAnErrorAndBacksOff(t *testing.T) {
+	const maxDelay = 100 * time.Millisecond
+	for _, tt := range []struct {
+		name      string
+		err       error
+		wantError bool
+	}{
+		{"401", errUnauthorized, true},
+		{"500", errors.New("POST /v2/nodes/register: 500 Internal Server Error"), false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cp := newFake()
+			cp.registerErr = tt.err
+			logs := &logRecords{}
+			h := newHarnessWith(t, cp, time.Second, func(o *agent.Options) {
+				o.Backoff = backoff.Backoff{Base: time.Millisecond, Max: maxDelay}
+				o.Logger = slog.New(logs)
+			})
+			h.start(t)
+			time.Sleep(3 * maxDelay)
+			h.stop(t)
+			calls := cp.snapshot()
+			errs := logs.atLeast(slog.LevelError)
+			if !tt.wantError {
+				if len(errs) != 0 {
+					t.Errorf("a 500 logged at ERROR: %q", errs)
+				}
+				if len(calls) < 5 {
+					t.Errorf("%d registrations in %v: a 500 is retried after the backoff's base, want >= 5", len(calls), 3*maxDelay)
+				}
+				return
+			}
+			if len(errs) == 0 || !strings.Contains(errs[0], "--api-token/LLORCH_API_TOKEN") || !strings.Contains(errs[0], "401") {
+				t.Fatalf("ERROR records %q, want one naming the refused token and --api-token/LLORCH_API_TOKEN", errs)
+			}
+			// Each retry waits between half the cap and the cap.
+			if len(calls) > 7 {
+				t.Errorf("%d registrations in %v with the token refused: want at most 7", len(calls), 3*maxDelay)
+			}
+			for i := 1; i < len(calls); i++ {
+				if gap := calls[i].at.Sub(calls[i-1].at); gap < maxDelay/2 {
+					t.Errorf("retry %d came %v after a 401, want >= %v", i, gap, maxDelay/2)
+				}
+			}
+		})
+	}
+}
+
+// TestHeartbeatRefusedTokenReRegistersWithBackoff: a heartbeat answered 401
+// (the control plane's token changed) is logged at ERROR; the agent goes
+// back to registering, at the backoff's cap.
+func TestHeartbeatRefusedTokenReRegistersWithBackoff(t *testing.T) {
+	const maxDelay = 100 * time.Millisecond
+	cp := newFake()
+	cp.heartbeats = []hbAnswer{{err: errUnauthorized}}
+	logs := &logRecords{}
+	h := newHarnessWith(t, cp, time.Hour, func(o *agent.Options) {
+		o.Backoff = backoff.Backoff{Base: time.Millisecond, Max: maxDelay}
+		o.Logger = slog.New(logs)
+	})
+	h.start(t)
+	calls := cp.waitCalls(t, "registration after the refused heartbeat", func(c []call) bool { return count(c, "register") >= 2 })
+	if got, want := kinds(calls[:3]), "register,heartbeat,register"; got != want {
+		t.Fatalf("calls = %s, want %s", got, want)
+	}
+	if gap := calls[2].at.Sub(calls[1].at); gap < maxDelay/2 {
+		t.Errorf("re-registration %v after the 401, want >= %v", gap, maxDelay/2)
+	}
+	if errs := logs.atLeast(slog.LevelError); len(errs) != 1 || !strings.Contains(errs[0], "--api-token/LLORCH_API_TOKEN") {
+		t.Errorf("ERROR records %q, want one naming --api-token/LLORCH_API_TOKEN", errs)
+	}
+}
+
+// TestShutdownStepsTakeTheCallersDeadline: Drain and Deregister are bounded
+// by their context's deadline (--shutdown-timeout), not by RequestTimeout;
+// without a deadline RequestTimeout bounds them.
+func TestShutdownStepsTakeTheCallersDeadline(t *testing.T) {
+	cp := newFake()
+	h := newHarnessWith(t, cp, time.Hour, func(o *agent.Options) { o.RequestTimeout = 20 * time.Millisecond })
+	h.start(t)
+	cp.waitCalls(t, "first heartbeat", func(c []call) bool { return count(c, "heartbeat") >= 1 })
+	h.stop(t)
+	cp.mu.Lock()
+	cp.hbDelay = 200 * time.Millisecond
+	cp.mu.Unlock()
+
+	if err := h.agent.Drain(context.Background()); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Drain without a deadline = %v, want RequestTimeout's deadline exceeded", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := h.agent.Drain(ctx); err != nil {
+		t.Fatalf("Drain with 5s to go = %v, want the slow heartbeat to get through", err)
 	}
 }

@@ -2,7 +2,9 @@ package agent
 
 import (
 	"log/slog"
+	"math"
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -18,12 +20,20 @@ type HandlerOptions struct {
 	Version  string
 	Gatherer prometheus.Gatherer
 	Logger   *slog.Logger
+	// Drain drains a pool with a deadline (0: the default one) and reports
+	// whether it exists: Daemon.DrainPool. nil marks the pool draining in
+	// the table and nothing more.
+	Drain func(poolID string, deadline time.Duration) bool
 }
 
 // NewHandler returns the node agent's routes (SPEC §4).
 func NewHandler(opts HandlerOptions) http.Handler {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	drain := opts.Drain
+	if drain == nil {
+		drain = func(id string, _ time.Duration) bool { return opts.Pools.Drain(id) }
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) {
@@ -43,7 +53,8 @@ func NewHandler(opts HandlerOptions) http.Handler {
 	})
 	mux.HandleFunc("POST /pools/{id}/drain", func(w http.ResponseWriter, r *http.Request) {
 		var req api.DrainRequest
-		// The body is optional: an empty POST drains with the default deadline.
+		// The body is optional: an empty POST, or deadline_ms 0, drains
+		// with the default deadline (--drain-timeout).
 		if r.ContentLength != 0 && !api.DecodeRequest(w, r, &req) {
 			return
 		}
@@ -52,7 +63,8 @@ func NewHandler(opts HandlerOptions) http.Handler {
 			return
 		}
 		id := r.PathValue("id")
-		if !opts.Pools.Drain(id) {
+		deadline := time.Duration(min(req.DeadlineMS, math.MaxInt64/int64(time.Millisecond))) * time.Millisecond
+		if !drain(id, deadline) {
 			unknownPool(w, id)
 			return
 		}

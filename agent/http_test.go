@@ -134,7 +134,7 @@ func TestHandler(t *testing.T) {
 				}
 				// SPEC §4 fields, plus the model list and the replicas.
 				want := map[string]any{
-					"pool_id": "pool-0", "live": true, "ready": true, "draining": false,
+					"pool_id": "pool-0", "live": true, "ready": true, "draining": false, "stopped": false,
 					"slots_total": 4.0, "slots_free": 3.0, "engine": "llamacpp",
 					"engine_version": "b4747", "url": "http://127.0.0.1:8081", "last_error": "",
 					"models": []any{"qwen2.5-0.5b"},

@@ -145,6 +145,9 @@ func (t *TaskRequest) Validate() error {
 	if t.MaxTokens < 0 || t.DeadlineMS < 0 || t.Ctx < 0 {
 		return errors.New("max_tokens, deadline_ms and ctx must be >= 0")
 	}
+	if p := t.Placement; p != nil && t.DeviceMask != "" && p.DeviceMask != "" && p.DeviceMask != t.DeviceMask {
+		return fmt.Errorf("device_mask %q and placement.device_mask %q differ: give one", t.DeviceMask, p.DeviceMask)
+	}
 	if p := t.Placement; p != nil {
 		switch p.Mode {
 		case "", "auto", "prefer":

@@ -18,6 +18,11 @@ const (
 	CodeModelNotAvailable = "MODEL_NOT_AVAILABLE"
 	CodeWorkerReset       = "WORKER_RESET"
 	CodeInternal          = "INTERNAL"
+	// CodeShuttingDown: the control plane is shutting down. New work is
+	// refused (503), queued tasks end with it at once, and tasks still
+	// running after the shutdown grace are stopped with it. Retriable:
+	// another control plane, or this one restarted, can take the task.
+	CodeShuttingDown = "SHUTTING_DOWN"
 	// CodeUnauthorized and CodeNotFound cover statuses SPEC §5 leaves to
 	// HTTP convention (401, 404).
 	CodeUnauthorized = "UNAUTHORIZED"
@@ -68,12 +73,13 @@ type OpenAIErrorDetail struct {
 	Param        *string `json:"param"`
 	Retriable    bool    `json:"retriable,omitempty"`
 	RetryAfterMS int64   `json:"retry_after_ms,omitempty"`
+	PolicyLabel  string  `json:"policy_label,omitempty"`
 }
 
 // OpenAIErrorOf puts e in OpenAI's shape; status picks OpenAI's error type.
 func OpenAIErrorOf(status int, e Error) OpenAIError {
 	return OpenAIError{Error: OpenAIErrorDetail{Message: e.Message, Type: openAIErrorType(status), Code: e.Code,
-		Retriable: e.Retriable, RetryAfterMS: e.RetryAfterMS}}
+		Retriable: e.Retriable, RetryAfterMS: e.RetryAfterMS, PolicyLabel: e.PolicyLabel}}
 }
 
 // openAIErrorType is the "type" OpenAI's API gives errors of status.

@@ -150,11 +150,14 @@ type Health struct {
 }
 
 // PoolStatus is the body of GET /pools/{id}/status on a node agent.
+// Stopped says the pool drained (POST /pools/{id}/drain) and the agent
+// stopped the engines it had started for it.
 type PoolStatus struct {
 	PoolID        string   `json:"pool_id"`
 	Live          bool     `json:"live"`
 	Ready         bool     `json:"ready"`
 	Draining      bool     `json:"draining"`
+	Stopped       bool     `json:"stopped"`
 	SlotsTotal    int      `json:"slots_total"`
 	SlotsFree     int      `json:"slots_free"`
 	Engine        string   `json:"engine"`
@@ -185,6 +188,10 @@ type TaskRequest struct {
 	Prompt     string         `json:"prompt"`
 	Seed       *int64         `json:"seed"`
 	Placement  *TaskPlacement `json:"placement"`
+	// DeviceMask at the top level is taken as placement.device_mask (the
+	// two may not differ): a mask in either place restricts the task to
+	// pools on exactly those GPUs.
+	DeviceMask string `json:"device_mask,omitempty"`
 }
 
 // TaskPlacement constrains where a task runs.

@@ -17,16 +17,25 @@ func PprofFlag(envVar string) cli.Flag {
 	return &cli.StringFlag{Name: "pprof-addr", Usage: "serve Go's runtime profiles (/debug/pprof/) on this loopback host:port, e.g. 127.0.0.1:6060; off when empty", EnvVars: []string{envVar}}
 }
 
-// ServePprof serves /debug/pprof/ on addr, which must be loopback: the
-// profiles show memory and stacks, and the listener has no token. It runs
-// until ctx is done.
-func ServePprof(ctx context.Context, addr string, log *slog.Logger) error {
+// CheckPprofAddr validates a --pprof-addr value: a loopback host:port,
+// since the profiles show memory and stacks and the listener has no token.
+func CheckPprofAddr(addr string) error {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		return fmt.Errorf("--pprof-addr %q: %w", addr, err)
 	}
 	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
 		return fmt.Errorf("--pprof-addr %q: profiles are served on loopback only", addr)
+	}
+	return nil
+}
+
+// ServePprof serves /debug/pprof/ on addr, which must be loopback: the
+// profiles show memory and stacks, and the listener has no token. It runs
+// until ctx is done.
+func ServePprof(ctx context.Context, addr string, log *slog.Logger) error {
+	if err := CheckPprofAddr(addr); err != nil {
+		return err
 	}
 	ln, err := Listen(addr)
 	if err != nil {

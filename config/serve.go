@@ -20,15 +20,22 @@ func Listen(addr string) (net.Listener, error) {
 	return ln, nil
 }
 
-// Serve runs h on ln until ctx is done, then shuts down gracefully within
-// grace.
-func Serve(ctx context.Context, ln net.Listener, h http.Handler, grace time.Duration, log *slog.Logger) error {
-	srv := &http.Server{
+// NewServer returns the HTTP server every llorch daemon runs h in: header
+// and idle timeouts, its errors logged at warn. No write timeout: event
+// streams are long-lived.
+func NewServer(h http.Handler, log *slog.Logger) *http.Server {
+	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+}
+
+// Serve runs h on ln until ctx is done, then shuts down gracefully within
+// grace.
+func Serve(ctx context.Context, ln net.Listener, h http.Handler, grace time.Duration, log *slog.Logger) error {
+	srv := NewServer(h, log)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {

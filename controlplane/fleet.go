@@ -3,7 +3,6 @@ package controlplane
 import (
 	"github.com/llorch/llorch/api"
 	"github.com/llorch/llorch/dispatch"
-	"github.com/llorch/llorch/exporter"
 	"github.com/llorch/llorch/pool"
 	"github.com/llorch/llorch/registry"
 	"github.com/llorch/llorch/scheduler"
@@ -70,7 +69,7 @@ func replicaCandidates(out []scheduler.Candidate, c scheduler.Candidate) []sched
 
 // gpusOf picks a device mask's GPUs (all for an empty mask).
 func gpusOf(gpus []api.GPUState, mask string) []api.GPUState {
-	want := exporter.DeviceIndices(mask)
+	want := api.DeviceIndices(mask)
 	if len(want) == 0 {
 		return gpus
 	}

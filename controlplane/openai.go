@@ -44,9 +44,12 @@ func (s *server) openAICompletion(w http.ResponseWriter, r *http.Request) {
 	if session == "" {
 		session = head.User
 	}
-	prio := admission.Interactive
-	if r.Header.Get("X-Priority") == "batch" {
-		prio = admission.Batch
+	// X-Priority takes the task API's priorities, and refuses others as
+	// the task API refuses "priority".
+	prio, err := admission.ParsePriority(r.Header.Get("X-Priority"))
+	if err != nil {
+		openAIError(w, http.StatusBadRequest, api.Error{Code: api.CodeInvalidParams, Message: "X-Priority: " + err.Error()})
+		return
 	}
 	id := api.NewCorrelationID()
 	req := scheduler.Request{TaskID: id, SessionID: session, Model: s.modelFor(head.Model), Mode: "auto", AllowFallback: true,

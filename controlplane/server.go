@@ -79,12 +79,12 @@ func NewHandler(opts Options) http.Handler {
 	mux.HandleFunc("GET /v2/nodes/{id}", s.cloud(s.getNode))
 	mux.HandleFunc("GET /v2/nodes", s.cloud(s.listNodes))
 	mux.HandleFunc("GET /v2/sd", s.cloud(s.serviceDiscovery))
-	mux.HandleFunc("POST /v2/tasks", s.inference(s.submitTask))
+	mux.HandleFunc("POST /v2/tasks", s.inference(s.admitting(s.submitTask)))
 	mux.HandleFunc("GET /v2/tasks/{id}/events", s.inference(s.taskEvents))
 	mux.HandleFunc("POST /v2/tasks/{id}/cancel", s.inference(s.cancelTask))
 	mux.HandleFunc("GET /v2/placement/explain", s.inference(s.explain))
-	mux.HandleFunc("POST /v1/chat/completions", s.inference(s.openAICompletion))
-	mux.HandleFunc("POST /v1/completions", s.inference(s.openAICompletion))
+	mux.HandleFunc("POST /v1/chat/completions", s.inference(s.admitting(s.openAICompletion)))
+	mux.HandleFunc("POST /v1/completions", s.inference(s.admitting(s.openAICompletion)))
 	mux.HandleFunc("GET /v1/models", s.inference(s.listModels))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		api.WriteErrorFor(w, r, http.StatusNotFound, api.Error{Code: api.CodeNotFound, Message: "no route for " + r.Method + " " + r.URL.Path})
@@ -92,8 +92,32 @@ func NewHandler(opts Options) http.Handler {
 	return api.WithCorrelationID(api.RequireToken(opts.Token, []string{"/health", "/metrics"}, mux))
 }
 
+// health answers 200 while the process runs: "ok", or "draining" once
+// shutdown began (admission closed; running tasks finishing). It stays
+// 200 while draining, so a liveness probe does not kill a control plane
+// that is finishing its tasks; a load balancer reads the status.
 func (s *server) health(w http.ResponseWriter, _ *http.Request) {
-	api.WriteJSON(w, http.StatusOK, api.Health{Status: "ok", Version: s.version})
+	status := "ok"
+	if s.dispatcher != nil && s.dispatcher.Closed() {
+		status = "draining"
+	}
+	api.WriteJSON(w, http.StatusOK, api.Health{Status: status, Version: s.version})
+}
+
+// admitting answers 503 SHUTTING_DOWN, with Retry-After, to requests that
+// would start new work once shutdown began; each route in its own shape.
+func (s *server) admitting(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.dispatcher.Closed() {
+			if s.metrics != nil {
+				s.metrics.TaskEnded("shutdown")
+			}
+			api.WriteErrorFor(w, r, http.StatusServiceUnavailable, *dispatch.ErrShuttingDown(
+				"the control plane is shutting down and admits no new tasks; submit to another control plane, or retry once it restarted"))
+			return
+		}
+		h(w, r)
+	}
 }
 
 // cloud answers 503 for node routes when the registry is off (HOME profile).

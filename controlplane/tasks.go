@@ -64,6 +64,8 @@ func rejectionOutcome(code string) string {
 		return "rejected"
 	case api.CodeDeadlineUnmet:
 		return "deadline"
+	case api.CodeShuttingDown:
+		return "shutdown"
 	}
 	return "unavailable"
 }
@@ -71,12 +73,15 @@ func rejectionOutcome(code string) string {
 // schedRequest turns a task's placement fields into the scheduler's.
 func schedRequest(t *api.TaskRequest) scheduler.Request {
 	r := scheduler.Request{TaskID: t.TaskID, SessionID: t.SessionID, Model: t.ModelRef, Mode: "auto", AllowFallback: true,
-		PromptTokens: promptTokens(len(t.Prompt)), MaxTokens: t.MaxTokens}
+		PromptTokens: promptTokens(len(t.Prompt)), MaxTokens: t.MaxTokens, DeviceMask: t.DeviceMask}
 	if p := t.Placement; p != nil {
 		if p.Mode != "" {
 			r.Mode = p.Mode
 		}
-		r.PinPoolID, r.NodeID, r.DeviceMask = p.PinPoolID, p.NodeID, p.DeviceMask
+		r.PinPoolID, r.NodeID = p.PinPoolID, p.NodeID
+		if p.DeviceMask != "" {
+			r.DeviceMask = p.DeviceMask
+		}
 		r.PreferPools, r.AvoidPools = p.PreferPools, p.AvoidPools
 		if p.AllowFallback != nil {
 			r.AllowFallback = *p.AllowFallback

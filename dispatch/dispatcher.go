@@ -146,6 +146,12 @@ type Dispatcher struct {
 	passMu      sync.Mutex
 	passPending atomic.Bool
 	snap        snapshot
+
+	// closed is the error of a closed dispatcher (see Close): Submit
+	// refuses with it. Nil while open.
+	closed atomic.Pointer[api.Error]
+	// runs tracks the Execute calls in progress (see shutdown.go).
+	runs runs
 }
 
 // New builds a dispatcher.
@@ -188,7 +194,7 @@ func New(opts Options) (*Dispatcher, error) {
 		opts: opts, place: full.Sampled(), explainFull: full, now: opts.Now, epoch: opts.Now(),
 		books: map[string]*poolBook{}, dirty: map[string]struct{}{},
 		affinity: newAffinities(opts.AffinityTTL, opts.AffinitySize), unfittable: map[string]time.Time{},
-		wake: make(chan struct{}, 1),
+		wake: make(chan struct{}, 1), runs: runs{cancels: map[uint64]context.CancelCauseFunc{}},
 	}, nil
 }
 
@@ -269,6 +275,9 @@ func (d *Dispatcher) Backlog() int { return d.opts.Backlog }
 // deadline cannot be met; otherwise it is queued. It returns the job's
 // queue position and its predicted wait.
 func (d *Dispatcher) Submit(j *Job) (position int, predicted time.Duration, e *api.Error) {
+	if e := d.closedErr(); e != nil {
+		return 0, 0, e
+	}
 	now := d.now()
 	j.Enqueued = now
 	if !j.Deadline.IsZero() && now.After(j.Deadline) {
@@ -299,6 +308,12 @@ func (d *Dispatcher) Submit(j *Job) (position int, predicted time.Duration, e *a
 		evicted.Value.(*Job).failed <- &api.Error{Code: api.CodeQueueFullDropLRU,
 			Message: "evicted from the full admission queue by a newer task (drop-lru)", Retriable: true,
 			RetryAfterMS: 1000, PolicyLabel: string(admission.DropLRU)}
+	}
+	if e := d.closedErr(); e != nil && d.opts.Queue.Remove(j.ID) {
+		// Close ran between the check above and the push, and did not
+		// see the job: refuse it here. (If Close saw it, the job gets
+		// Close's error through its Wait.)
+		return 0, 0, e
 	}
 	d.opts.Metrics.admission("admitted")
 	// A pass running meanwhile may have placed the job already: it is
@@ -411,6 +426,9 @@ func (d *Dispatcher) Release(p Placement, session string, outcome Outcome, obs O
 // could ever take the job: the caller reports the engine's failure at once
 // instead of the job waiting out Unplaceable for a pool that is not there.
 func (d *Dispatcher) Retry(j *Job, failed Placement) bool {
+	if d.Closed() {
+		return false // shutting down: report the failure, queue nothing
+	}
 	j.Req.AvoidPools = append(j.Req.AvoidPools, failed.Key())
 	if !d.explainFull.AnyFeasible(d.now(), &j.Req, d.fresh()) {
 		return false

@@ -128,8 +128,11 @@ func TestDropLRUEvictsTheOldestBatchJob(t *testing.T) {
 	// Full of interactive work, nothing can be dropped.
 	h.d.Cancel("batch-new")
 	h.submit(t, "interactive-2", interactive, auto(""))
-	if _, _, e := h.d.Submit(NewJob("interactive-3", interactive, auto(""), time.Time{})); e == nil || e.Code != api.CodeAdmissionReject {
-		t.Errorf("full of interactive jobs: %v, want ADMISSION_REJECT", e)
+	// The refusal names the policy in force, drop-lru, though it could
+	// drop nothing.
+	if _, _, e := h.d.Submit(NewJob("interactive-3", interactive, auto(""), time.Time{})); e == nil || e.Code != api.CodeAdmissionReject ||
+		e.PolicyLabel != string(admission.DropLRU) {
+		t.Errorf("full of interactive jobs: %+v, want ADMISSION_REJECT with policy_label drop-lru", e)
 	}
 }
 

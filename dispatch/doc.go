@@ -17,4 +17,10 @@
 // before anything reached the client. Runner (v2 tasks, events kept for
 // late subscribers) and Proxy (OpenAI routes, bytes passed through as they
 // arrive) are its two front ends.
+//
+// Shutdown (shutdown.go) is three calls: Close ends admission and every
+// queued job, Drain waits for the running ones, Abort stops those left,
+// each Execute then returning the abort's error for its front end to
+// report. Execute calls in progress are tracked under their own mutex,
+// never held with mu or passMu.
 package dispatch

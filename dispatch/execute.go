@@ -33,13 +33,20 @@ type Result struct {
 // before anything reached the client, the job is placed again, avoiding
 // that pool, once. It returns the last placement and its result, or the
 // error that ended the job before an attempt could (no pool, deadline,
-// eviction; CodeCancelled when ctx ended first).
+// eviction, Close; CodeCancelled when ctx ended first). A job stopped by
+// Abort returns Abort's error with its placement and result (Delivered
+// says whether the client had any of the answer).
 func (d *Dispatcher) Execute(ctx context.Context, j *Job, session string, attempt Attempt) (Placement, Result, *api.Error) {
+	ctx, done := d.track(ctx)
+	defer done()
 	retried := false
 	for {
 		pl, apiErr, err := j.Wait(ctx)
 		if err != nil {
 			d.Abandon(j)
+			if stop := aborted(ctx); stop != nil {
+				return Placement{}, Result{}, stop
+			}
 			return Placement{}, Result{}, &api.Error{Code: CodeCancelled, Message: "task cancelled"}
 		}
 		if apiErr != nil {
@@ -48,9 +55,12 @@ func (d *Dispatcher) Execute(ctx context.Context, j *Job, session string, attemp
 		pl.Retried = retried
 		res := attempt(ctx, pl)
 		if ctx.Err() != nil && res.Outcome != Succeeded {
-			res.Outcome = Abandoned // the client left; the pool was fine
+			res.Outcome = Abandoned // the client left, or Abort; the pool was fine
 		}
 		d.Release(pl, session, res.Outcome, res.Obs)
+		if stop := aborted(ctx); stop != nil && res.Outcome != Succeeded {
+			return pl, res, stop
+		}
 		if res.Outcome == EngineFailed && !res.Delivered && !retried && d.Retry(j, pl) {
 			d.opts.Logger.WarnContext(ctx, "engine failed before answering: retrying on the next pool",
 				"task_id", j.ID, "pool", pl.Key(), "err", res.Err)

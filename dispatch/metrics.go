@@ -39,7 +39,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: []float64{1e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3, 1e-2},
 		}),
 		tasks: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "llorch_tasks_total", Help: "Tasks that ended, by outcome: completed, cancelled, worker_reset, engine_error, rejected, evicted, deadline, unavailable.",
+			Name: "llorch_tasks_total", Help: "Tasks that ended, by outcome: completed, cancelled, worker_reset, engine_error, rejected, evicted, deadline, unavailable, shutdown, error.",
 		}, []string{"outcome"}),
 		ttft: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "llorch_task_time_to_first_token_seconds", Help: "From admission to the first token sent to the client.",
@@ -69,7 +69,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, o := range []string{"admitted", "rejected", "evicted"} {
 		m.admissions.WithLabelValues(o)
 	}
-	for _, o := range []string{"completed", "cancelled", "worker_reset", "engine_error", "rejected", "evicted", "deadline", "unavailable", "error"} {
+	for _, o := range []string{"completed", "cancelled", "worker_reset", "engine_error", "rejected", "evicted", "deadline", "unavailable", "shutdown", "error"} {
 		m.tasks.WithLabelValues(o)
 	}
 	if reg != nil {

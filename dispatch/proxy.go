@@ -40,7 +40,7 @@ func StatusOf(code string) int {
 		return http.StatusBadRequest
 	case api.CodeAdmissionReject, api.CodeQueueFullDropLRU:
 		return http.StatusTooManyRequests
-	case api.CodePoolUnavailable, api.CodeNodeUnavailable, api.CodeModelNotAvailable, api.CodeWorkerReset:
+	case api.CodePoolUnavailable, api.CodeNodeUnavailable, api.CodeModelNotAvailable, api.CodeWorkerReset, api.CodeShuttingDown:
 		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError
@@ -71,6 +71,11 @@ func (p *Proxy) Forward(w http.ResponseWriter, r *http.Request, path string, bod
 	switch {
 	case apiErr != nil && apiErr.Code == CodeCancelled:
 		p.metrics.TaskEnded("cancelled")
+		return nil
+	case apiErr != nil && res.Delivered:
+		// Stopped mid-answer (Abort): relay ended the stream with an
+		// error event; the status line is gone.
+		p.metrics.TaskEnded(outcomeOf(apiErr.Code))
 		return nil
 	case apiErr != nil:
 		p.metrics.TaskEnded(outcomeOf(apiErr.Code))
@@ -202,8 +207,16 @@ func (p *Proxy) relay(w http.ResponseWriter, resp *http.Response, pl Placement, 
 		if err != nil {
 			res.Err = err
 			if resp.Request != nil && resp.Request.Context().Err() != nil {
-				p.metrics.TaskEnded("cancelled")
 				res.Outcome = Abandoned
+				if stop := aborted(resp.Request.Context()); stop != nil {
+					// Stopped by Abort (shutdown): the client is still
+					// there and hears why. Forward counts the outcome.
+					if stream {
+						p.streamError(w, flusher, http.StatusServiceUnavailable, *stop)
+					}
+					return res
+				}
+				p.metrics.TaskEnded("cancelled")
 				return res
 			}
 			if stream {
@@ -219,8 +232,14 @@ func (p *Proxy) relay(w http.ResponseWriter, resp *http.Response, pl Placement, 
 // is gone, so the error travels in the stream (SPEC §5).
 func (p *Proxy) workerReset(w io.Writer, f http.Flusher, cause error) {
 	p.metrics.TaskEnded("worker_reset")
-	body, _ := json.Marshal(api.OpenAIErrorOf(http.StatusServiceUnavailable, api.Error{Code: api.CodeWorkerReset,
-		Message: "the engine serving the request was lost: " + cause.Error(), Retriable: true, RetryAfterMS: 1000}))
+	p.streamError(w, f, http.StatusServiceUnavailable, api.Error{Code: api.CodeWorkerReset,
+		Message: "the engine serving the request was lost: " + cause.Error(), Retriable: true, RetryAfterMS: 1000})
+}
+
+// streamError writes e as an OpenAI-shaped error event into a started
+// stream.
+func (p *Proxy) streamError(w io.Writer, f http.Flusher, status int, e api.Error) {
+	body, _ := json.Marshal(api.OpenAIErrorOf(status, e))
 	_, _ = fmt.Fprintf(w, "event: error\ndata: %s\n\n", body)
 	if f != nil {
 		f.Flush()

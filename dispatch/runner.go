@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -29,6 +30,7 @@ type Runner struct {
 	engines *http.Client
 	log     *slog.Logger
 	metrics *Metrics
+	running sync.WaitGroup // tasks started and not yet ended
 }
 
 // NewRunner returns a runner whose engine requests go through engines (a
@@ -67,7 +69,27 @@ type endEvent struct {
 // Start runs the task in its own goroutine; the job must have been
 // submitted.
 func (r *Runner) Start(t *Task, j *Job, req V2Request) {
-	go r.run(t, j, req)
+	r.running.Add(1)
+	go func() {
+		defer r.running.Done()
+		r.run(t, j, req)
+	}()
+}
+
+// Wait waits until every task Start started has its final event, or ctx
+// ends (its error then).
+func (r *Runner) Wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		r.running.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (r *Runner) run(t *Task, j *Job, req V2Request) {
@@ -195,6 +217,8 @@ func outcomeOf(code string) string {
 		return "deadline"
 	case api.CodeModelNotAvailable, api.CodePoolUnavailable, api.CodeNodeUnavailable:
 		return "unavailable"
+	case api.CodeShuttingDown:
+		return "shutdown"
 	}
 	return "error"
 }

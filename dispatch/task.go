@@ -161,6 +161,28 @@ func (s *Store) Sweep(now time.Time) int {
 	return n
 }
 
+// FailUnfinished ends every task that has not ended with e, its final
+// event, which also ends its event streams. A control plane that shuts
+// down calls it last, once its runner has ended what it could, so that no
+// stream is left waiting for an event that will not come. It returns how
+// many tasks it ended.
+func (s *Store) FailUnfinished(e *api.Error) int {
+	s.mu.RLock()
+	tasks := make([]*Task, 0, len(s.tasks))
+	for _, t := range s.tasks {
+		tasks = append(tasks, t)
+	}
+	s.mu.RUnlock()
+	n := 0
+	for _, t := range tasks {
+		c := *e
+		if t.Fail(&c) {
+			n++
+		}
+	}
+	return n
+}
+
 // Run sweeps every minute until ctx is done.
 func (s *Store) Run(ctx context.Context) {
 	t := time.NewTicker(time.Minute)

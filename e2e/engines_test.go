@@ -84,6 +84,9 @@ func TestProvisionedSimulatedEngines(t *testing.T) {
 			return ok && p.Ready
 		})
 		t.Logf("SIGKILL of the engine -> ready again (backoff 0.5-1 s + start): %v", took)
+		if st := poolStatus(t, a.url, "pool-a"); st.LastError != "" {
+			t.Errorf("last_error = %q once the engine is ready again, want it cleared", st.LastError)
+		}
 		second, _ := readHandoff(a.runtimeDir, "pool-a")
 		if second.PID == first.PID || !alive(second.PID) {
 			t.Fatalf("restarted engine pid %d (was %d)", second.PID, first.PID)

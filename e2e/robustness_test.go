@@ -6,12 +6,15 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/llorch/llorch/api"
+	"github.com/llorch/llorch/exporter"
 )
 
 // TestBadInputNeverStopsTheControlPlane throws malformed, oversized,
@@ -87,6 +90,10 @@ func TestBadInputNeverStopsTheControlPlane(t *testing.T) {
 // TestBadConfigurationStopsAtStart checks each daemon refuses a bad setting
 // with one line naming the flag and its variable, and exit code 1.
 func TestBadConfigurationStopsAtStart(t *testing.T) {
+	poolsConfig := filepath.Join(t.TempDir(), "pools.yaml")
+	if err := os.WriteFile(poolsConfig, []byte("pools:\n  - id: big\n    engine: sim\n    slotz: 8\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		name, binary string
 		args, env    []string
@@ -100,6 +107,19 @@ func TestBadConfigurationStopsAtStart(t *testing.T) {
 		{"bad watch mode", "pool-managerd", []string{"--watch-mode", "inotify"}, nil, []string{"--watch-mode/POOL_MANAGERD_WATCH_MODE"}},
 		{"bad pool id", "pool-managerd", nil, []string{"POOL_MANAGERD_POOLS=ok,no way"}, []string{"POOL_MANAGERD_POOLS"}},
 		{"bad heartbeat variable", "pool-managerd", nil, []string{"POOL_MANAGERD_HEARTBEAT_INTERVAL_SECS=x"}, []string{"POOL_MANAGERD_HEARTBEAT_INTERVAL_SECS", "heartbeat-interval"}},
+		{"bad duration flag names its variable", "pool-managerd", []string{"--drain-timeout", "soon"}, nil, []string{"--drain-timeout", "POOL_MANAGERD_DRAIN_TIMEOUT_SECS"}},
+		{"pools config YAML error names the line", "pool-managerd", []string{"--pools-config", poolsConfig}, nil,
+			[]string{"--pools-config/POOL_MANAGERD_POOLS_CONFIG", "YAML: line 4", `unknown key "slotz"`}},
+	}
+	if !nvmlStarts() {
+		// NVML cannot start here (no driver, or no cgo): the agent stops
+		// before it listens, in one line.
+		cases = append(cases, struct {
+			name, binary string
+			args, env    []string
+			wantLine     []string
+		}{"nvml without a driver stops before listening", "pool-managerd", []string{"--gpu-source", "nvml", "--addr", "127.0.0.1:0"}, nil,
+			[]string{"--gpu-source/POOL_MANAGERD_GPU_SOURCE nvml", "NVIDIA driver"}})
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -155,4 +175,15 @@ func TestHomeProfile(t *testing.T) {
 	if code := agent.wait(t, 10*time.Second); code != 0 {
 		t.Fatalf("HOME agent exit %d on SIGTERM", code)
 	}
+}
+
+// nvmlStarts reports whether NVML starts on this machine (a driver, and a
+// build with cgo).
+func nvmlStarts() bool {
+	src, err := exporter.OpenNVML()
+	if err != nil {
+		return false
+	}
+	_ = src.Close()
+	return true
 }

@@ -9,7 +9,6 @@ import (
 	"testing"
 )
 
-
 // recording is one recorded llama-server response.
 type recording struct {
 	name   string

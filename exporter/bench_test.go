@@ -14,23 +14,24 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/llorch/llorch/api"
+	"github.com/llorch/llorch/enginepoll"
 	"github.com/llorch/llorch/handoff"
 	"github.com/llorch/llorch/pool"
 )
 
-// vramPools adds the pools' GPU memory as pool-managerd does for the pools
-// collector.
+// vramPools gives pool i the memory of GPU i, as pool-managerd's view of
+// the pool table does for the pools collector (package agent).
 type vramPools struct {
-	table *pool.Table
-	inv   *Inventory
+	table  *pool.Table
+	poller *Poller
 }
 
 func (v vramPools) Snapshot() []api.PoolState {
 	ps := v.table.Snapshot()
+	snap, _ := v.poller.Current()
 	for i := range ps {
-		if total, free, ok := v.inv.PoolVRAM(ps[i].DeviceMask); ok {
-			ps[i].VRAMTotalBytes, ps[i].VRAMFreeBytes = total, free
-		}
+		g := snap.GPUs[i%len(snap.GPUs)]
+		ps[i].VRAMTotalBytes, ps[i].VRAMFreeBytes = uint64(g.MemoryTotalBytes), uint64(g.MemoryFreeBytes)
 	}
 	return ps
 }
@@ -54,23 +55,23 @@ func BenchmarkScrape(b *testing.B) {
 	load := func() []SimLoad {
 		var out []SimLoad
 		for _, p := range table.Snapshot() {
-			out = append(out, SimLoad{GPUs: DeviceIndices(p.DeviceMask), VRAMBytes: SimEngineVRAM(p.SlotsTotal)})
+			out = append(out, SimLoad{GPUs: api.DeviceIndices(p.DeviceMask), VRAMBytes: SimEngineVRAM(p.SlotsTotal)})
 		}
 		return out
 	}
 	poller := NewPoller(NewSimSource("bench-node", specs, load), time.Second, time.Hour)
 	poller.poll(context.Background())
-	scraper := NewEngineScraper(table, table, 5*time.Second)
-	scraper.Poll(context.Background())
-	if st := scraper.Stats(); len(st) != 8 || !st["pool-7"].Up {
+	engines := enginepoll.New(table, table, 5*time.Second)
+	engines.Poll(context.Background())
+	if st := engines.Stats(); len(st) != 8 || !st["pool-7"].Up {
 		b.Fatalf("engine stats = %+v", st)
 	}
 
 	reg := prometheus.NewRegistry()
 	prometheus.WrapRegistererWith(prometheus.Labels{"node_id": "bench-node"}, reg).MustRegister(New(map[string]Collector{
 		"gpu":    NewGPUCollector(poller, "sim"),
-		"pools":  NewPoolsCollector(vramPools{table, NewInventory(poller)}),
-		"engine": NewEngineCollector(scraper),
+		"pools":  NewPoolsCollector(vramPools{table, poller}),
+		"engine": NewEngineCollector(engines),
 	}, slog.New(slog.DiscardHandler)))
 	handler := promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 

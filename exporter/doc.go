@@ -8,4 +8,10 @@
 // interval and a scrape serialises the snapshot, so a stuck NVML call or a
 // slow dcgm-exporter cannot block /metrics. Descriptors are built once, in
 // constructors.
+//
+// The exporter only exports. What the agent does with the same readings
+// lives with the agent: the engine poller that also writes each replica's
+// load into the pool table is package enginepoll; the GPU inventory of
+// registration and heartbeats, and the pools' GPU memory, are in package
+// agent.
 package exporter

@@ -19,6 +19,7 @@ import (
 
 	"github.com/llorch/llorch/api"
 	"github.com/llorch/llorch/engine"
+	"github.com/llorch/llorch/enginepoll"
 	"github.com/llorch/llorch/handoff"
 	"github.com/llorch/llorch/pool"
 	"github.com/llorch/llorch/simengine"
@@ -112,7 +113,7 @@ func poolState(t *testing.T, table *pool.Table, id string) api.PoolState {
 	return api.PoolState{}
 }
 
-func TestEngineScraperAgainstSimulator(t *testing.T) {
+func TestEnginePollerAndCollectorAgainstSimulator(t *testing.T) {
 	live := simEngine(t, 2)
 	dead := httptest.NewServer(http.NotFoundHandler())
 	dead.Close()
@@ -120,10 +121,10 @@ func TestEngineScraperAgainstSimulator(t *testing.T) {
 	table := pool.NewTable([]string{"pool-a", "pool-b", "pool-idle"})
 	table.Upsert("/run/pool-a_r0.json", handoff.Handoff{PoolID: "pool-a", ReplicaID: "r0", Engine: "llamacpp", URL: live.URL, SlotsTotal: 2, SlotsFree: 2})
 	table.Upsert("/run/pool-b_r0.json", handoff.Handoff{PoolID: "pool-b", ReplicaID: "r0", Engine: "llamacpp", URL: dead.URL, SlotsTotal: 4, SlotsFree: 3})
-	scraper := NewEngineScraper(table, table, time.Second)
+	poller := enginepoll.New(table, table, time.Second)
 	reg := prometheus.NewPedanticRegistry()
 	prometheus.WrapRegistererWith(prometheus.Labels{"node_id": "n1"}, reg).MustRegister(
-		New(map[string]Collector{"engine": NewEngineCollector(scraper)}, slog.New(slog.DiscardHandler)))
+		New(map[string]Collector{"engine": NewEngineCollector(poller)}, slog.New(slog.DiscardHandler)))
 
 	// Before the first poll there is nothing to say, which is no failure.
 	if n, err := testutil.GatherAndCount(reg, "llorch_pool_engine_scrape_up"); err != nil || n != 0 {
@@ -143,7 +144,7 @@ llorch_scrape_collector_success{collector="engine",node_id="n1"} 1
 
 	stop := streamCompletion(t, live.URL)
 	defer stop()
-	scraper.Poll(context.Background())
+	poller.Poll(context.Background())
 	compare(`
 # HELP llorch_pool_engine_scrape_up 1 if the pool's engine answered /metrics or /slots at the last poll.
 # TYPE llorch_pool_engine_scrape_up gauge
@@ -183,14 +184,14 @@ llorch_scrape_collector_success{collector="engine",node_id="n1"} 1
 	if p := poolState(t, table, "pool-b"); p.SlotsTotal != 4 || p.SlotsFree != 3 {
 		t.Fatalf("pool-b slots %d/%d, want the handoff's 3 of 4", p.SlotsFree, p.SlotsTotal)
 	}
-	if st := scraper.Stats(); len(st) != 2 || st["pool-a"].SlotsTotal != 2 || st["pool-a"].URL != live.URL || st["pool-b"].Up {
+	if st := poller.Stats(); len(st) != 2 || st["pool-a"].SlotsTotal != 2 || st["pool-a"].URL != live.URL || st["pool-b"].Up {
 		t.Fatalf("stats = %+v", st)
 	}
 
 	// pool-a's engine stops answering while its request runs: the table
 	// falls back to the handoff file's slots.
 	live.setDown(true)
-	scraper.Poll(context.Background())
+	poller.Poll(context.Background())
 	if p := poolState(t, table, "pool-a"); p.SlotsFree != 2 {
 		t.Fatalf("pool-a free slots %d with its engine down, want the handoff's 2", p.SlotsFree)
 	}
@@ -209,8 +210,8 @@ llorch_pool_engine_scrape_up{node_id="n1",pool_id="pool-b"} 0
 	live.setDown(false)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		scraper.Poll(context.Background())
-		st := scraper.Stats()["pool-a"]
+		poller.Poll(context.Background())
+		st := poller.Stats()["pool-a"]
 		if st.Up && st.SlotsBusy == 0 && st.TokensPredictedTotal > 0 {
 			break
 		}
@@ -221,33 +222,6 @@ llorch_pool_engine_scrape_up{node_id="n1",pool_id="pool-b"} 0
 	}
 	if p := poolState(t, table, "pool-a"); p.SlotsFree != 2 {
 		t.Fatalf("pool-a free slots %d when idle, want 2", p.SlotsFree)
-	}
-}
-
-// TestEngineScraperRunStops: Run polls at once and stops with its context.
-func TestEngineScraperRunStops(t *testing.T) {
-	live := simEngine(t, 1)
-	table := pool.NewTable(nil)
-	table.Upsert("/run/p_r0.json", handoff.Handoff{PoolID: "p", URL: live.URL, SlotsTotal: 1, SlotsFree: 1})
-	scraper := NewEngineScraper(table, nil, 50*time.Millisecond)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		scraper.Run(ctx)
-	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for !scraper.Stats()["p"].Up {
-		if time.Now().After(deadline) {
-			t.Fatal("Run never polled the engine")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	cancel()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Run did not stop")
 	}
 }
 
@@ -311,12 +285,12 @@ func poolSeries(t *testing.T, reg prometheus.Gatherer) map[string]float64 {
 	return out
 }
 
-// TestEngineScraperEndpoints: /metrics and /slots are polled independently;
+// TestEnginePollerAndCollectorEndpoints: /metrics and /slots are polled independently;
 // each series whose endpoint answered is exported; busy slots come from
 // /slots, else from llamacpp:requests_processing; the pool table gets the
 // busy and deferred counts dated by the poll, or nothing when neither
 // endpoint answered. The engine has one slot busy and one request deferred.
-func TestEngineScraperEndpoints(t *testing.T) {
+func TestEnginePollerAndCollectorEndpoints(t *testing.T) {
 	const counters = "tokens_predicted_total,tokens_predicted_seconds_total,prompt_tokens_total,prompt_seconds_total"
 	tests := []struct {
 		name                   string
@@ -343,7 +317,7 @@ func TestEngineScraperEndpoints(t *testing.T) {
 				"llorch_pool_requests_processing{pool_id=p}":                 1,
 				"llorch_pool_requests_deferred{pool_id=p}":                   1,
 			},
-			wantCounters: true, wantSource: BusyFromSlots, wantLoad: true, wantFree: 1, wantDeferred: 1,
+			wantCounters: true, wantSource: enginepoll.BusyFromSlots, wantLoad: true, wantFree: 1, wantDeferred: 1,
 		},
 		{
 			name: "--no-slots: busy from requests_processing",
@@ -356,7 +330,7 @@ func TestEngineScraperEndpoints(t *testing.T) {
 				"llorch_pool_requests_processing{pool_id=p}":                 1,
 				"llorch_pool_requests_deferred{pool_id=p}":                   1,
 			},
-			wantCounters: true, wantSource: BusyFromMetrics, wantLoad: true, wantFree: 1, wantDeferred: 1,
+			wantCounters: true, wantSource: enginepoll.BusyFromMetrics, wantLoad: true, wantFree: 1, wantDeferred: 1,
 		},
 		{
 			name:      "/slots failing: busy from requests_processing",
@@ -370,7 +344,7 @@ func TestEngineScraperEndpoints(t *testing.T) {
 				"llorch_pool_requests_processing{pool_id=p}":                 1,
 				"llorch_pool_requests_deferred{pool_id=p}":                   1,
 			},
-			wantCounters: true, wantSource: BusyFromMetrics, wantLoad: true, wantFree: 1, wantDeferred: 1,
+			wantCounters: true, wantSource: enginepoll.BusyFromMetrics, wantLoad: true, wantFree: 1, wantDeferred: 1,
 		},
 		{
 			name:        "/metrics failing: busy from /slots, deferred unknown",
@@ -382,7 +356,7 @@ func TestEngineScraperEndpoints(t *testing.T) {
 				"llorch_pool_engine_endpoint_up{endpoint=slots,pool_id=p}":   1,
 				"llorch_pool_slots_busy{pool_id=p}":                          1,
 			},
-			wantSource: BusyFromSlots, wantLoad: true, wantFree: 1, wantDeferred: 0,
+			wantSource: enginepoll.BusyFromSlots, wantLoad: true, wantFree: 1, wantDeferred: 0,
 		},
 		{
 			name:        "/metrics hanging past the poll's timeout: busy from /slots",
@@ -394,7 +368,7 @@ func TestEngineScraperEndpoints(t *testing.T) {
 				"llorch_pool_engine_endpoint_up{endpoint=slots,pool_id=p}":   1,
 				"llorch_pool_slots_busy{pool_id=p}":                          1,
 			},
-			wantSource: BusyFromSlots, wantLoad: true, wantFree: 1, wantDeferred: 0,
+			wantSource: enginepoll.BusyFromSlots, wantLoad: true, wantFree: 1, wantDeferred: 0,
 		},
 		{
 			name: "no --metrics: busy from /slots",
@@ -405,7 +379,7 @@ func TestEngineScraperEndpoints(t *testing.T) {
 				"llorch_pool_engine_endpoint_up{endpoint=slots,pool_id=p}":   1,
 				"llorch_pool_slots_busy{pool_id=p}":                          1,
 			},
-			wantSource: BusyFromSlots, wantLoad: true, wantFree: 1, wantDeferred: 0,
+			wantSource: enginepoll.BusyFromSlots, wantLoad: true, wantFree: 1, wantDeferred: 0,
 		},
 		{
 			name:        "neither answers: the handoff file's counts",
@@ -437,12 +411,12 @@ func TestEngineScraperEndpoints(t *testing.T) {
 			// slot: its busy count is what the poll must bring.
 			table := pool.NewTable(nil)
 			table.Upsert("/run/p_r0.json", handoff.Handoff{PoolID: "p", URL: e.URL, SlotsTotal: 2, SlotsFree: 2})
-			scraper := NewEngineScraper(table, table, time.Second)
+			poller := enginepoll.New(table, table, time.Second)
 			reg := prometheus.NewPedanticRegistry()
 			prometheus.WrapRegistererWith(prometheus.Labels{"node_id": "n1"}, reg).MustRegister(
-				New(map[string]Collector{"engine": NewEngineCollector(scraper)}, slog.New(slog.DiscardHandler)))
+				New(map[string]Collector{"engine": NewEngineCollector(poller)}, slog.New(slog.DiscardHandler)))
 			before := time.Now()
-			scraper.Poll(context.Background())
+			poller.Poll(context.Background())
 
 			got := poolSeries(t, reg)
 			want := maps.Clone(tt.want)
@@ -462,7 +436,7 @@ func TestEngineScraperEndpoints(t *testing.T) {
 				t.Errorf("series =\n  %v\nwant\n  %v", got, want)
 			}
 
-			st := scraper.Stats()["p"]
+			st := poller.Stats()["p"]
 			if st.BusySource != tt.wantSource {
 				t.Errorf("busy source %q, want %q", st.BusySource, tt.wantSource)
 			}
@@ -480,27 +454,27 @@ func TestEngineScraperEndpoints(t *testing.T) {
 	}
 }
 
-// TestEngineScraperPollsEveryReplica: a pool with two replicas has each
+// TestEnginePollerAndCollectorPollsEveryReplica: a pool with two replicas has each
 // replica's engine polled at its own URL; the table gets each replica's
 // load; the pool's series sum the replicas, with no replica label, and
 // scrape_up says whether every replica's engine answered.
-func TestEngineScraperPollsEveryReplica(t *testing.T) {
+func TestEnginePollerAndCollectorPollsEveryReplica(t *testing.T) {
 	r0, r1 := simEngine(t, 2), simEngine(t, 2)
 	table := pool.NewTable([]string{"p"})
 	table.Upsert("/run/p_r0.json", handoff.Handoff{PoolID: "p", ReplicaID: "r0", URL: r0.URL, SlotsTotal: 2, SlotsFree: 2})
 	table.Upsert("/run/p_r1.json", handoff.Handoff{PoolID: "p", ReplicaID: "r1", URL: r1.URL, SlotsTotal: 2, SlotsFree: 2})
-	scraper := NewEngineScraper(table, table, time.Second)
+	poller := enginepoll.New(table, table, time.Second)
 	reg := prometheus.NewPedanticRegistry()
 	prometheus.WrapRegistererWith(prometheus.Labels{"node_id": "n1"}, reg).MustRegister(
-		New(map[string]Collector{"engine": NewEngineCollector(scraper)}, slog.New(slog.DiscardHandler)))
+		New(map[string]Collector{"engine": NewEngineCollector(poller)}, slog.New(slog.DiscardHandler)))
 
 	// r1's engine runs two requests, r0's one.
 	defer streamCompletion(t, r0.direct.URL)()
 	defer streamCompletion(t, r1.direct.URL)()
 	defer streamCompletion(t, r1.direct.URL)()
-	scraper.Poll(context.Background())
+	poller.Poll(context.Background())
 
-	rs := scraper.ReplicaStats()["p"]
+	rs := poller.ReplicaStats()["p"]
 	if len(rs) != 2 || rs[0].ReplicaID != "r0" || rs[0].URL != r0.URL || rs[1].ReplicaID != "r1" || rs[1].URL != r1.URL {
 		t.Fatalf("replica stats = %+v, want r0 at %s and r1 at %s", rs, r0.URL, r1.URL)
 	}
@@ -533,7 +507,7 @@ func TestEngineScraperPollsEveryReplica(t *testing.T) {
 	// r1's engine stops answering: r1 falls back to its file, r0 keeps its
 	// poll; the pool's scrape_up is 0, its sums are r0's.
 	r1.setDown(true)
-	scraper.Poll(context.Background())
+	poller.Poll(context.Background())
 	p = poolState(t, table, "p")
 	if p.Replicas[0].SlotsFree != 1 || p.Replicas[1].SlotsFree != 2 || !p.Replicas[1].SlotsObservedAt.IsZero() || !p.SlotsObservedAt.IsZero() {
 		t.Fatalf("table with r1 down = %+v", p)
@@ -552,44 +526,11 @@ func TestEngineScraperPollsEveryReplica(t *testing.T) {
 
 	// r1's file goes: only r0 is polled.
 	table.Remove("/run/p_r1.json")
-	scraper.Poll(context.Background())
-	if rs := scraper.ReplicaStats()["p"]; len(rs) != 1 || rs[0].ReplicaID != "r0" {
+	poller.Poll(context.Background())
+	if rs := poller.ReplicaStats()["p"]; len(rs) != 1 || rs[0].ReplicaID != "r0" {
 		t.Fatalf("after r1's removal: %+v", rs)
 	}
 	if got := poolSeries(t, reg)["llorch_pool_engine_scrape_up{pool_id=p}"]; got != 1 {
 		t.Errorf("scrape_up after r1's removal = %v, want 1", got)
-	}
-}
-
-func TestSum(t *testing.T) {
-	at := time.Now()
-	slots := EngineStats{URL: "http://a", At: at.Add(time.Second), Up: true, MetricsUp: true, SlotsUp: true, BusySource: BusyFromSlots,
-		SlotsBusy: 2, SlotsTotal: 2, RequestsProcessing: 2, RequestsDeferred: 1, TokensPredictedTotal: 10, PredictedSeconds: 1, PromptTokensTotal: 5, PromptSecondsTotal: 0.5}
-	noSlots := EngineStats{URL: "http://b", At: at, Up: true, MetricsUp: true, BusySource: BusyFromMetrics,
-		SlotsBusy: 1, RequestsProcessing: 1, TokensPredictedTotal: 20, PredictedSeconds: 2, PromptTokensTotal: 1, PromptSecondsTotal: 0.1}
-	down := EngineStats{URL: "http://c", At: at.Add(2 * time.Second)}
-	tests := []struct {
-		name string
-		in   []EngineStats
-		want EngineStats
-	}{
-		{"none", nil, EngineStats{}},
-		{"one replica is itself", []EngineStats{slots}, slots},
-		{"two: sums, the oldest poll, the weaker busy source, up only if both answered", []EngineStats{slots, noSlots},
-			EngineStats{URL: "http://a", At: at, Up: true, MetricsUp: true, BusySource: BusyFromMetrics, SlotsBusy: 3, SlotsTotal: 2,
-				RequestsProcessing: 3, RequestsDeferred: 1, TokensPredictedTotal: 30, PredictedSeconds: 3, PromptTokensTotal: 6, PromptSecondsTotal: 0.6}},
-		{"one down: the other's counts, not up", []EngineStats{down, slots},
-			EngineStats{URL: "http://c", At: at.Add(time.Second), BusySource: BusyFromSlots, SlotsBusy: 2, SlotsTotal: 2,
-				RequestsProcessing: 2, RequestsDeferred: 1, TokensPredictedTotal: 10, PredictedSeconds: 1, PromptTokensTotal: 5, PromptSecondsTotal: 0.5}},
-		{"all down: busy unknown", []EngineStats{down, down}, EngineStats{URL: "http://c", At: at.Add(2 * time.Second)}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got := Sum(tt.in)
-			got.At, tt.want.At = got.At.Round(0), tt.want.At.Round(0)
-			if got != tt.want {
-				t.Errorf("Sum =\n  %+v\nwant\n  %+v", got, tt.want)
-			}
-		})
 	}
 }

@@ -2,7 +2,15 @@ package exporter
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/llorch/llorch/api"
 )
+
+// PoolLister lists the pools to export (the pool table, or a view of it
+// with each pool's GPU memory filled in).
+type PoolLister interface {
+	Snapshot() []api.PoolState
+}
 
 // PoolsCollector exports the pool table: readiness, slots, draining, VRAM.
 type PoolsCollector struct {

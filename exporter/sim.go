@@ -150,20 +150,3 @@ func (s *SimSource) Read(context.Context) ([]GPU, error) {
 // SimEngineVRAM estimates a simulated engine's memory: weights plus KV
 // cache growing with its slots.
 func SimEngineVRAM(slots int) float64 { return 2<<30 + float64(slots)*(512<<20) }
-
-var digitsRE = regexp.MustCompile(`\d+`)
-
-// DeviceIndices reads the GPU indices in a device mask such as "0,1",
-// "GPU0" or "cuda:1"; empty means all GPUs.
-func DeviceIndices(mask string) []int {
-	if mask == "" {
-		return nil
-	}
-	var out []int
-	for _, f := range digitsRE.FindAllString(mask, -1) {
-		if i, err := strconv.Atoi(f); err == nil {
-			out = append(out, i)
-		}
-	}
-	return out
-}

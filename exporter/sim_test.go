@@ -4,10 +4,8 @@ import (
 	"context"
 	"math"
 	"reflect"
-	"slices"
 	"strings"
 	"testing"
-	"time"
 )
 
 const h200Bytes = 141 << 30 // 151397597184
@@ -66,22 +64,6 @@ func TestParseSimGPUsRejects(t *testing.T) {
 				t.Fatalf("no error, got %+v", got)
 			}
 		})
-	}
-}
-
-func TestDeviceIndices(t *testing.T) {
-	for mask, want := range map[string][]int{
-		"GPU0":   {0},
-		"0,1":    {0, 1},
-		"cuda:1": {1},
-		"CUDA0":  {0},
-		"2, 3":   {2, 3},
-		"":       nil,
-		"all":    nil,
-	} {
-		if got := DeviceIndices(mask); !slices.Equal(got, want) || len(got) != len(want) {
-			t.Errorf("DeviceIndices(%q) = %v, want %v", mask, got, want)
-		}
 	}
 }
 
@@ -201,84 +183,5 @@ func TestSimEngineVRAM(t *testing.T) {
 	}
 	if SimEngineVRAM(8) <= SimEngineVRAM(1) {
 		t.Fatal("VRAM does not grow with slots")
-	}
-}
-
-// simPoller polls two simulated H200s once; GPU 1 carries an engine.
-func simPoller(t *testing.T) (*Poller, *fakeClock) {
-	t.Helper()
-	specs, _ := ParseSimGPUs("2xH200:141GiB")
-	load := func() []SimLoad { return []SimLoad{{GPUs: []int{1}, VRAMBytes: 8 << 30, Busy: 0.5}} }
-	p := NewPoller(NewSimSource("node-a", specs, load), time.Second, 3*time.Second)
-	clock := newFakeClock()
-	p.now = clock.Now
-	p.poll(context.Background())
-	return p, clock
-}
-
-func TestInventory(t *testing.T) {
-	p, clock := simPoller(t)
-	inv := NewInventory(p)
-
-	info := inv.GPUInfo()
-	if len(info) != 2 {
-		t.Fatalf("GPUInfo = %+v", info)
-	}
-	for i, g := range info {
-		if g.DeviceID != i || g.VRAMTotalBytes != h200Bytes || !strings.Contains(g.Name, "H200") || g.UUID == "" || g.ComputeCapability == "" {
-			t.Errorf("GPUInfo[%d] = %+v", i, g)
-		}
-	}
-
-	snap, _ := p.Current()
-	free0, free1 := uint64(snap.GPUs[0].MemoryFreeBytes), uint64(snap.GPUs[1].MemoryFreeBytes)
-	if free1 != free0-8<<30 {
-		t.Fatalf("free %d and %d: GPU 1 should have 8 GiB less", free0, free1)
-	}
-	state := inv.GPUState()
-	if len(state) != 2 || state[0].DeviceID != 0 || state[0].VRAMFreeBytes != free0 || state[0].Utilization != 0 ||
-		state[1].DeviceID != 1 || state[1].VRAMFreeBytes != free1 || state[1].Utilization != 0.5 {
-		t.Fatalf("GPUState = %+v", state)
-	}
-
-	for _, tt := range []struct {
-		mask        string
-		total, free uint64
-	}{
-		{"", 2 * h200Bytes, free0 + free1},
-		{"1", h200Bytes, free1},
-		{"GPU0", h200Bytes, free0},
-		{"0,1", 2 * h200Bytes, free0 + free1},
-	} {
-		total, free, ok := inv.PoolVRAM(tt.mask)
-		if !ok || total != tt.total || free != tt.free {
-			t.Errorf("PoolVRAM(%q) = %d, %d, %v; want %d, %d", tt.mask, total, free, ok, tt.total, tt.free)
-		}
-	}
-
-	// Stale readings are no readings.
-	clock.Advance(time.Minute)
-	if len(inv.GPUInfo()) != 0 || len(inv.GPUState()) != 0 {
-		t.Fatal("stale readings reported")
-	}
-	if _, _, ok := inv.PoolVRAM(""); ok {
-		t.Fatal("PoolVRAM ok on stale readings")
-	}
-}
-
-func TestInventoryWithoutSource(t *testing.T) {
-	for name, inv := range map[string]*Inventory{"nil poller": NewInventory(nil), "nil inventory": nil} {
-		t.Run(name, func(t *testing.T) {
-			// Empty, not nil: they are sent as JSON arrays.
-			if info := inv.GPUInfo(); info == nil || len(info) != 0 {
-				t.Errorf("GPUInfo = %#v", info)
-			}
-			if state := inv.GPUState(); state == nil || len(state) != 0 {
-				t.Errorf("GPUState = %#v", state)
-			}
-			if total, free, ok := inv.PoolVRAM(""); ok || total != 0 || free != 0 {
-				t.Errorf("PoolVRAM = %d, %d, %v", total, free, ok)
-			}
-		})
 	}
 }

@@ -22,8 +22,10 @@ type Table struct {
 }
 
 type entry struct {
-	replicas  map[string]*replica // by handoff file path
-	draining  bool
+	replicas map[string]*replica // by handoff file path
+	draining bool
+	// stopped: drained, and the agent stopped the pool's engines.
+	stopped   bool
 	lastError string
 }
 
@@ -177,6 +179,21 @@ func (t *Table) DrainAll() {
 	t.changed()
 }
 
+// MarkStopped records that a draining pool's engines were stopped by the
+// agent (the end of a drain). It reports whether the pool exists.
+func (t *Table) MarkStopped(poolID string) bool {
+	t.mu.Lock()
+	e, ok := t.pools[poolID]
+	if ok {
+		e.draining, e.stopped = true, true
+	}
+	t.mu.Unlock()
+	if ok {
+		t.changed()
+	}
+	return ok
+}
+
 // SetLastError records the last error seen for a pool (engine crash, probe
 // failure), reported by its status route.
 func (t *Table) SetLastError(poolID, msg string) {
@@ -239,6 +256,7 @@ func (t *Table) Status(poolID string) (api.PoolStatus, bool) {
 		Live:          len(e.replicas) > 0,
 		Ready:         s.Ready,
 		Draining:      s.Draining,
+		Stopped:       e.stopped && len(e.replicas) == 0,
 		SlotsTotal:    s.SlotsTotal,
 		SlotsFree:     s.SlotsFree,
 		Engine:        s.Engine,

@@ -460,6 +460,33 @@ func TestTableStatus(t *testing.T) {
 			want:   api.PoolStatus{PoolID: "pool-0", Draining: true, Models: []string{}},
 			wantOK: true,
 		},
+		{
+			name: "draining, its engine still announced: not stopped yet",
+			do: func(t *pool.Table) {
+				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:8081", 4, 4, "m"))
+				t.Drain("pool-0")
+				t.MarkStopped("pool-0")
+			},
+			pool: "pool-0",
+			want: api.PoolStatus{
+				PoolID: "pool-0", Live: true, Ready: true, Draining: true, SlotsTotal: 4, SlotsFree: 4,
+				Engine: "llamacpp", EngineVersion: "b4747", URL: "http://127.0.0.1:8081", Models: []string{"m"},
+				Replicas: []api.ReplicaState{rep("r0", "http://127.0.0.1:8081", 4, 4)},
+			},
+			wantOK: true,
+		},
+		{
+			name: "stopped: drained and its engine gone",
+			do: func(t *pool.Table) {
+				t.Upsert("/rt/pool-0_r0.json", ho("pool-0", "http://127.0.0.1:8081", 4, 4, "m"))
+				t.Drain("pool-0")
+				t.Remove("/rt/pool-0_r0.json")
+				t.MarkStopped("pool-0")
+			},
+			pool:   "pool-0",
+			want:   api.PoolStatus{PoolID: "pool-0", Draining: true, Stopped: true, Models: []string{}},
+			wantOK: true,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -486,6 +513,12 @@ func TestDrainReportsExistence(t *testing.T) {
 	}
 	if _, ok := tab.Status("nope"); ok {
 		t.Error("Drain of an unknown pool created it")
+	}
+	if tab.MarkStopped("nope") {
+		t.Error("MarkStopped(nope) = true, want false")
+	}
+	if _, ok := tab.Status("nope"); ok {
+		t.Error("MarkStopped of an unknown pool created it")
 	}
 }
 

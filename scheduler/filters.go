@@ -20,6 +20,7 @@ const (
 // does not allocate. They are shared: never modify one.
 var (
 	unfitNodeNotOnline         = Unfit("node not online")
+	unfitNodeDraining          = Unfit("node draining")
 	unfitPoolDraining          = Unfit("pool draining")
 	unfitPoolNotReady          = Unfit("pool not ready")
 	unfitModelNotServed        = Unfit("model not served")
@@ -31,7 +32,9 @@ var (
 	unfitRecentDispatchFailure = Unfit("recent dispatch failure")
 )
 
-// Ready keeps pools that are ready, not draining, on online nodes.
+// Ready keeps pools that are ready, not draining, on online nodes. A
+// draining node (its agent is shutting down) is told apart from an offline
+// one, so explanations say why its pools take no work.
 type Ready struct{}
 
 var _ FilterPlugin = Ready{}
@@ -42,6 +45,8 @@ func (Ready) Name() string { return ReadyName }
 // Filter implements FilterPlugin.
 func (Ready) Filter(_ *State, _ *Request, c *Candidate) *Status {
 	switch {
+	case c.NodeStatus == api.StatusDraining:
+		return unfitNodeDraining
 	case c.NodeStatus != api.StatusOnline:
 		return unfitNodeNotOnline
 	case c.Pool.Draining:

@@ -21,7 +21,7 @@ func TestFilters(t *testing.T) {
 		// Ready.
 		{"ready: online and ready", scheduler.Ready{}, scheduler.Request{}, p0().Obj(), ""},
 		{"ready: offline node", scheduler.Ready{}, scheduler.Request{}, p0().NodeStatus(api.StatusOffline).Obj(), "node not online"},
-		{"ready: draining node", scheduler.Ready{}, scheduler.Request{}, p0().NodeStatus(api.StatusDraining).Obj(), "node not online"},
+		{"ready: draining node", scheduler.Ready{}, scheduler.Request{}, p0().NodeStatus(api.StatusDraining).Obj(), "node draining"},
 		{"ready: draining pool", scheduler.Ready{}, scheduler.Request{}, p0().Draining().Obj(), "pool draining"},
 		{"ready: pool not ready", scheduler.Ready{}, scheduler.Request{}, p0().NotReady().Obj(), "pool not ready"},
 

@@ -215,6 +215,7 @@ func TestNoCandidates(t *testing.T) {
 	}
 	cands := []scheduler.Candidate{
 		schedtest.Pool("p").Node("off").Models("m").NodeStatus("offline").Obj(),
+		schedtest.Pool("p").Node("leaving").Models("m").NodeStatus("draining").Obj(),
 		schedtest.Pool("p").Node("other").Models("x").Obj(),
 		schedtest.Pool("p").Node("failed").Models("m").Failed(now).Obj(),
 	}
@@ -226,7 +227,7 @@ func TestNoCandidates(t *testing.T) {
 	if !errors.Is(err, scheduler.ErrNoCandidates) {
 		t.Fatalf("err = %v, want ErrNoCandidates", err)
 	}
-	if !strings.Contains(err.Error(), "3 rejected") {
+	if !strings.Contains(err.Error(), "4 rejected") {
 		t.Errorf("err = %q, want the rejected count", err)
 	}
 	if d == nil {
@@ -242,6 +243,8 @@ func TestNoCandidates(t *testing.T) {
 	}
 	want := []rej{
 		{"off/p", scheduler.ReadyName, "node not online"},
+		// A draining node is not "not online": explanations say what it is.
+		{"leaving/p", scheduler.ReadyName, "node draining"},
 		{"other/p", scheduler.ModelName, "model not served"},
 		{"failed/p", scheduler.QuarantineName, "recent dispatch failure"},
 	}

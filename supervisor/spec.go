@@ -1,14 +1,18 @@
 package supervisor
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
-	"sigs.k8s.io/yaml"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/llorch/llorch/api"
 )
@@ -25,51 +29,106 @@ const (
 
 // Spec is one pool's engine, from flags or a --pools-config file.
 type Spec struct {
-	PoolID string `json:"id"`
+	PoolID string `json:"id" yaml:"id"`
 	// Engine is "sim" or the path of a llama-server binary.
-	Engine     string   `json:"engine"`
-	Model      string   `json:"model"`
-	Slots      int      `json:"slots"`
-	CtxSize    int      `json:"ctx_size"`
-	DeviceMask string   `json:"device_mask"`
-	Args       []string `json:"args"`
+	Engine     string   `json:"engine" yaml:"engine"`
+	Model      string   `json:"model" yaml:"model"`
+	Slots      int      `json:"slots" yaml:"slots"`
+	CtxSize    int      `json:"ctx_size" yaml:"ctx_size"`
+	DeviceMask string   `json:"device_mask" yaml:"device_mask"`
+	Args       []string `json:"args" yaml:"args"`
 	// HealthTimeout is how long the engine may take to answer /health 200
 	// (model loading), e.g. "120s".
-	HealthTimeout string `json:"health_timeout"`
+	HealthTimeout string `json:"health_timeout" yaml:"health_timeout"`
 
 	healthTimeout time.Duration
 }
 
 // File is the --pools-config document.
 type File struct {
-	Pools []Spec `json:"pools"`
+	Pools []Spec `json:"pools" yaml:"pools"`
 }
 
 // LoadFile reads and validates a --pools-config YAML file. Unknown keys are
-// errors: a typo must not silently drop a setting.
+// errors: a typo must not silently drop a setting. Errors say which line of
+// the file is at fault.
 func LoadFile(path string) ([]Spec, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("pools config: %w", err)
 	}
-	var f File
-	if err := yaml.UnmarshalStrict(data, &f); err != nil {
+	specs, err := ParseFile(data)
+	if err != nil {
 		return nil, fmt.Errorf("pools config %s: %w", path, err)
 	}
+	return specs, nil
+}
+
+// ParseFile parses and validates a --pools-config document.
+func ParseFile(data []byte) ([]Spec, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, yamlError(err)
+	}
+	var f File
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil && !errors.Is(err, io.EOF) {
+		return nil, yamlError(err)
+	}
 	if len(f.Pools) == 0 {
-		return nil, fmt.Errorf("pools config %s: no pools", path)
+		return nil, errors.New("no pools")
+	}
+	lines := poolLines(&doc)
+	at := func(i int) string {
+		if i < len(lines) {
+			return fmt.Sprintf("line %d: ", lines[i])
+		}
+		return ""
 	}
 	seen := map[string]bool{}
 	for i := range f.Pools {
 		if err := f.Pools[i].Normalize(); err != nil {
-			return nil, fmt.Errorf("pools config %s: pools[%d]: %w", path, i, err)
+			return nil, fmt.Errorf("%spools[%d]: %w", at(i), i, err)
 		}
 		if seen[f.Pools[i].PoolID] {
-			return nil, fmt.Errorf("pools config %s: pool %q declared twice", path, f.Pools[i].PoolID)
+			return nil, fmt.Errorf("%spool %q declared twice", at(i), f.Pools[i].PoolID)
 		}
 		seen[f.Pools[i].PoolID] = true
 	}
 	return f.Pools, nil
+}
+
+var unknownFieldRE = regexp.MustCompile(`field (\S+) not found in type \S+`)
+
+// yamlError makes the YAML decoder's error one line that says YAML and
+// the line: "YAML: line 4: unknown key \"slot\"".
+func yamlError(err error) error {
+	msg := strings.TrimPrefix(err.Error(), "yaml: ")
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		msg = strings.Join(te.Errors, "; ")
+	}
+	return errors.New("YAML: " + unknownFieldRE.ReplaceAllString(msg, `unknown key "$1"`))
+}
+
+// poolLines returns the line of each item of the document's pools list.
+func poolLines(doc *yaml.Node) []int {
+	if len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+		return nil
+	}
+	m := doc.Content[0].Content
+	for i := 0; i+1 < len(m); i += 2 {
+		if m[i].Value != "pools" || m[i+1].Kind != yaml.SequenceNode {
+			continue
+		}
+		lines := make([]int, len(m[i+1].Content))
+		for j, item := range m[i+1].Content {
+			lines[j] = item.Line
+		}
+		return lines
+	}
+	return nil
 }
 
 // Normalize fills defaults and validates the spec.

@@ -33,15 +33,21 @@ func TestLoadFile(t *testing.T) {
 			{PoolID: "big", Engine: "/usr/local/bin/llama-server", Model: "/models/llama-3-8b.gguf", Slots: 8, CtxSize: 32768, DeviceMask: "0,1", Args: []string{"-ngl", "99"}, HealthTimeout: "300s", healthTimeout: 300 * time.Second},
 			{PoolID: "small", Engine: "sim", Model: "model.gguf", Slots: DefaultSlots, CtxSize: DefaultCtxSize, Args: []string{"--tokens-per-second", "80"}, healthTimeout: DefaultHealthTimeout},
 		}},
-		{name: "unknown key", yaml: "pools:\n  - id: p\n    engine: sim\n    slot: 4\n", wantErr: `unknown field "slot"`},
+		// Errors name YAML and the line at fault (not JSON: the file is
+		// not converted to JSON on the way).
+		{name: "unknown key", yaml: "pools:\n  - id: p\n    engine: sim\n    slot: 4\n", wantErr: `YAML: line 4: unknown key "slot"`},
+		{name: "unknown top-level key", yaml: "pool:\n  - id: p\n", wantErr: `YAML: line 1: unknown key "pool"`},
+		{name: "wrong type", yaml: "pools:\n  - id: p\n    engine: sim\n    slots: four\n", wantErr: "YAML: line 4: cannot unmarshal !!str `four` into int"},
+		{name: "not yaml", yaml: "pools:\n  - id: p\n    engine: sim: x\n", wantErr: "YAML: line 3: mapping values are not allowed in this context"},
+		{name: "duplicate key", yaml: "pools:\n  - id: p\n    id: q\n    engine: sim\n", wantErr: "YAML: line 3"},
 		{name: "no pools", yaml: "pools: []\n", wantErr: "no pools"},
-		{name: "missing engine", yaml: "pools:\n  - id: p\n", wantErr: "engine is required"},
-		{name: "llama-server needs a model", yaml: "pools:\n  - id: p\n    engine: llama-server\n", wantErr: "model is required"},
+		{name: "empty file", yaml: "", wantErr: "no pools"},
+		{name: "missing engine", yaml: "pools:\n  - id: p\n", wantErr: "line 2: pools[0]: engine is required"},
+		{name: "llama-server needs a model", yaml: "pools:\n  - id: p\n    engine: llama-server\n", wantErr: "line 2: pools[0]: model is required"},
 		{name: "bad id", yaml: "pools:\n  - id: 'a b'\n    engine: sim\n", wantErr: "id \"a b\": only letters"},
-		{name: "duplicate", yaml: "pools:\n  - {id: p, engine: sim}\n  - {id: p, engine: sim}\n", wantErr: "declared twice"},
+		{name: "duplicate", yaml: "pools:\n  - {id: p, engine: sim}\n  - {id: p, engine: sim}\n", wantErr: `line 3: pool "p" declared twice`},
 		{name: "ctx below slots", yaml: "pools:\n  - {id: p, engine: sim, slots: 8, ctx_size: 4}\n", wantErr: "ctx_size >= slots"},
 		{name: "bad timeout", yaml: "pools:\n  - {id: p, engine: sim, health_timeout: soon}\n", wantErr: "health_timeout"},
-		{name: "not yaml", yaml: "pools: [", wantErr: "pools config"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -53,6 +59,9 @@ func TestLoadFile(t *testing.T) {
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want it to contain %q", err, tt.wantErr)
+				}
+				if msg := err.Error(); strings.Contains(msg, "JSON") || strings.Contains(msg, "\n") || !strings.Contains(msg, "pools config "+path) {
+					t.Fatalf("err = %q: want one line naming the file, never JSON", msg)
 				}
 				return
 			}

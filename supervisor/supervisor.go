@@ -112,7 +112,7 @@ func (s *Supervisor) Start(spec Spec) error {
 	if spec.Engine == EngineSim && s.opts.SimBinary == "" {
 		return fmt.Errorf("pool %s: engine \"sim\" needs the llorch binary: none found next to this program or on PATH", spec.PoolID)
 	}
-	r := &runner{sup: s, spec: spec, stop: make(chan struct{}), log: s.log.With("pool_id", spec.PoolID)}
+	r := &runner{sup: s, spec: spec, stop: make(chan struct{}), done: make(chan struct{}), log: s.log.With("pool_id", spec.PoolID)}
 	s.mu.Lock()
 	if s.stopping {
 		s.mu.Unlock()
@@ -126,26 +126,67 @@ func (s *Supervisor) Start(spec Spec) error {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
+		defer close(r.done)
 		r.loop()
 	}()
 	return nil
 }
 
+// ErrDrainDeadline is wrapped by Drain and DrainPool when ctx ended with
+// requests still in flight: stopping the engine now cuts them.
+var ErrDrainDeadline = errors.New("drain deadline passed with requests in flight")
+
 // Drain waits until no engine has a request processing or deferred, or ctx
 // ends. Engines keep running; call it after the pools are marked draining.
-func (s *Supervisor) Drain(ctx context.Context) {
-	s.mu.Lock()
-	runners := append([]*runner(nil), s.runners...)
-	s.mu.Unlock()
+// It returns the engines that still had requests when ctx ended, each
+// wrapping ErrDrainDeadline, joined.
+func (s *Supervisor) Drain(ctx context.Context) error {
+	return s.drain(ctx, s.runnersOf(""))
+}
+
+// DrainPool is Drain for the engines of one pool.
+func (s *Supervisor) DrainPool(ctx context.Context, poolID string) error {
+	return s.drain(ctx, s.runnersOf(poolID))
+}
+
+func (s *Supervisor) drain(ctx context.Context, runners []*runner) error {
+	errs := make([]error, len(runners))
 	var wg sync.WaitGroup
-	for _, r := range runners {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r.drain(ctx)
-		}()
+	for i, r := range runners {
+		wg.Go(func() { errs[i] = r.drain(ctx) })
 	}
 	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// runnersOf returns the runners of poolID, or all for "".
+func (s *Supervisor) runnersOf(poolID string) []*runner {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*runner
+	for _, r := range s.runners {
+		if poolID == "" || r.spec.PoolID == poolID {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// Runs reports whether the supervisor started an engine for poolID (running
+// or not).
+func (s *Supervisor) Runs(poolID string) bool { return len(s.runnersOf(poolID)) > 0 }
+
+// Stop stops the engines of one pool for good, as Shutdown does, and returns
+// when they have exited and their handoff files are gone. The supervisor
+// does not restart them.
+func (s *Supervisor) Stop(poolID string) {
+	runners := s.runnersOf(poolID)
+	for _, r := range runners {
+		r.halt()
+	}
+	for _, r := range runners {
+		<-r.done
+	}
 }
 
 // Shutdown stops every engine (SIGTERM, then SIGKILL after StopGrace) and
@@ -153,13 +194,12 @@ func (s *Supervisor) Drain(ctx context.Context) {
 // to call more than once.
 func (s *Supervisor) Shutdown() {
 	s.mu.Lock()
-	if !s.stopping {
-		s.stopping = true
-		for _, r := range s.runners {
-			close(r.stop)
-		}
-	}
+	s.stopping = true
+	runners := append([]*runner(nil), s.runners...)
 	s.mu.Unlock()
+	for _, r := range runners {
+		r.halt()
+	}
 	s.wg.Wait()
 }
 
@@ -182,7 +222,11 @@ type runner struct {
 	sup  *Supervisor
 	spec Spec
 	log  *slog.Logger
-	stop chan struct{}
+	// stop is closed (once, by halt) to stop the runner; done when its
+	// loop has returned, its engine stopped.
+	stop     chan struct{}
+	stopOnce sync.Once
+	done     chan struct{}
 
 	mu      sync.Mutex
 	pid     int
@@ -195,6 +239,9 @@ func (r *runner) currentPID() int {
 	defer r.mu.Unlock()
 	return r.pid
 }
+
+// halt tells the runner to stop its engine for good.
+func (r *runner) halt() { r.stopOnce.Do(func() { close(r.stop) }) }
 
 func (r *runner) stopped() bool {
 	select {
@@ -344,6 +391,8 @@ func (r *runner) runOnce() error {
 	r.mu.Lock()
 	r.client = client
 	r.mu.Unlock()
+	// Recovered: the pool's last error described an engine that is gone.
+	r.sup.opts.Errors.SetLastError(r.spec.PoolID, "")
 	r.log.Info("engine ready", "pid", cmd.Process.Pid, "url", url, "version", version, "took", time.Since(began).Round(time.Millisecond))
 	defer os.Remove(announced) // not ready once it is gone, however it ends
 
@@ -370,6 +419,7 @@ func (r *runner) runOnce() error {
 			if err == nil && health.Ready {
 				if failures >= r.sup.opts.ProbeFailures {
 					if _, err := handoff.WriteFile(r.sup.opts.RuntimeDir, h); err == nil {
+						r.sup.opts.Errors.SetLastError(r.spec.PoolID, "")
 						r.log.Info("engine healthy again: announced ready")
 					}
 				}
@@ -418,27 +468,35 @@ func (r *runner) waitHealthy(client *engine.Client, cmd *exec.Cmd, exited chan e
 }
 
 // drain waits until the engine has no request processing or deferred, or
-// ctx ends.
-func (r *runner) drain(ctx context.Context) {
+// ctx ends; then it returns an error wrapping ErrDrainDeadline. An engine
+// that is not ready, or whose /metrics does not answer, has nothing to wait
+// for.
+func (r *runner) drain(ctx context.Context) error {
 	r.mu.Lock()
 	client := r.client
 	r.mu.Unlock()
 	if client == nil {
-		return
+		return nil
 	}
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
+	var last engine.Metrics
 	for {
 		mctx, cancel := context.WithTimeout(ctx, time.Second)
 		m, err := client.Metrics(mctx)
 		cancel()
-		if err != nil || m.RequestsProcessing+m.RequestsDeferred == 0 {
-			return
+		switch {
+		case err == nil && m.RequestsProcessing+m.RequestsDeferred == 0:
+			return nil
+		case err == nil:
+			last = m
+		case ctx.Err() == nil:
+			return nil // the engine does not answer: nothing to wait for
 		}
 		select {
 		case <-ctx.Done():
-			r.log.Warn("drain deadline passed with requests in flight", "processing", m.RequestsProcessing, "deferred", m.RequestsDeferred)
-			return
+			r.log.Warn("drain deadline passed with requests in flight", "processing", last.RequestsProcessing, "deferred", last.RequestsDeferred)
+			return fmt.Errorf("pool %s: %w (%v processing, %v deferred)", r.spec.PoolID, ErrDrainDeadline, last.RequestsProcessing, last.RequestsDeferred)
 		case <-tick.C:
 		}
 	}

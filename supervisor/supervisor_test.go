@@ -39,8 +39,13 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
+// sickFileEnv names a file; while it exists a fake engine's /health answers
+// 503.
+const sickFileEnv = "LLORCH_SUPERVISOR_TEST_SICK_FILE"
+
 // fakeEngine modes: serve (the simulator), crash (exit 3 at once),
-// loading (503 forever), stubborn (serve, ignore SIGTERM).
+// loading (503 forever), stubborn (serve, ignore SIGTERM). In every serving
+// mode /health answers 503 while the file sickFileEnv names exists.
 func fakeEngine(mode string, args []string) int {
 	if len(args) > 0 && args[0] == "sim-engine" {
 		args = args[1:]
@@ -68,6 +73,16 @@ func fakeEngine(mode string, args []string) int {
 	}
 	if mode == "stubborn" {
 		signal.Ignore(syscall.SIGTERM)
+	}
+	if sick := os.Getenv(sickFileEnv); sick != "" {
+		next := h
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if _, err := os.Stat(sick); err == nil && r.URL.Path == "/health" {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:"+flags["--port"])
 	if err != nil {
@@ -321,7 +336,9 @@ func TestDrainWaitsForInFlightRequests(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	f.sup.Drain(ctx)
+	if err := f.sup.Drain(ctx); err != nil {
+		t.Fatalf("Drain = %v, want nil once the request ended", err)
+	}
 	select {
 	case err := <-done:
 		if err != nil {
@@ -363,9 +380,12 @@ func TestDrainDeadline(t *testing.T) {
 	dctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	began := time.Now()
-	f.sup.Drain(dctx)
+	err := f.sup.Drain(dctx)
 	if took := time.Since(began); took > 2*time.Second {
 		t.Fatalf("Drain took %v past its 200ms deadline", took)
+	}
+	if !errors.Is(err, ErrDrainDeadline) || !strings.Contains(err.Error(), "pool-0") || !strings.Contains(err.Error(), "1 processing") {
+		t.Fatalf("Drain = %v, want pool-0's ErrDrainDeadline with 1 request processing", err)
 	}
 	cancelReq()
 }
@@ -378,5 +398,74 @@ func TestStartRefusesSimWithoutBinary(t *testing.T) {
 	defer sup.Shutdown()
 	if err := sup.Start(simSpec("p")); err == nil || !strings.Contains(err.Error(), "llorch binary") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestLastErrorClearsOnRecovery: a crash and a failing health probe set the
+// pool's last error; the engine ready again clears it.
+func TestLastErrorClearsOnRecovery(t *testing.T) {
+	sick := filepath.Join(t.TempDir(), "sick")
+	t.Setenv(sickFileEnv, sick)
+	f := newFixture(t, "serve", Options{Backoff: backoff.Backoff{Base: 50 * time.Millisecond, Max: 100 * time.Millisecond}, ProbeFailures: 2})
+	f.start(t, simSpec("pool-0"))
+	var first handoff.Handoff
+	waitFor(t, "first engine", func() (ok bool) { first, ok = f.announced("pool-0"); return ok })
+	if err := syscall.Kill(first.PID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "last error after the crash", func() bool { return strings.Contains(f.errs.get("pool-0"), "signal: killed") })
+	waitFor(t, "restarted engine", func() bool { h, ok := f.announced("pool-0"); return ok && h.PID != first.PID })
+	if msg := f.errs.get("pool-0"); msg != "" {
+		t.Fatalf("last error %q after the engine recovered, want none", msg)
+	}
+
+	if err := os.WriteFile(sick, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "probe failure", func() bool { return strings.Contains(f.errs.get("pool-0"), "health probe failing") })
+	if _, ok := f.announced("pool-0"); ok {
+		t.Fatal("a failing engine is still announced")
+	}
+	if err := os.Remove(sick); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "announced again", func() bool { _, ok := f.announced("pool-0"); return ok })
+	waitFor(t, "last error cleared", func() bool { return f.errs.get("pool-0") == "" })
+}
+
+// TestStopOnePool: Stop stops one pool's engine for good (no restart, no
+// handoff file); the other pools' engines keep running.
+func TestStopOnePool(t *testing.T) {
+	f := newFixture(t, "serve", Options{Backoff: backoff.Backoff{Base: 10 * time.Millisecond, Max: 20 * time.Millisecond}})
+	f.start(t, simSpec("pool-a"))
+	f.start(t, simSpec("pool-b"))
+	var a, b handoff.Handoff
+	waitFor(t, "both engines", func() bool {
+		var okA, okB bool
+		a, okA = f.announced("pool-a")
+		b, okB = f.announced("pool-b")
+		return okA && okB
+	})
+	if !f.sup.Runs("pool-a") || f.sup.Runs("pool-c") {
+		t.Fatal("Runs does not tell the supervised pools")
+	}
+	f.sup.Stop("pool-a")
+	if alive(a.PID) {
+		t.Fatalf("pool-a's engine %d alive after Stop", a.PID)
+	}
+	if _, ok := f.announced("pool-a"); ok {
+		t.Fatal("pool-a's handoff file left after Stop")
+	}
+	time.Sleep(100 * time.Millisecond) // several backoffs: no restart comes
+	if pids := f.sup.PIDs(); pids["pool-a"] != 0 || pids["pool-b"] != b.PID || !alive(b.PID) {
+		t.Fatalf("after stopping pool-a: engines %v, want only pool-b's %d", pids, b.PID)
+	}
+	if got := testutil.ToFloat64(f.sup.metrics.restarts.WithLabelValues("pool-a")); got != 0 {
+		t.Fatalf("a stopped engine counted %v restarts", got)
+	}
+	f.sup.Stop("pool-a") // again: nothing to do
+	f.sup.Shutdown()
+	if alive(b.PID) {
+		t.Fatal("pool-b's engine alive after Shutdown")
 	}
 }

@@ -14,7 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/llorch/llorch/exporter"
+	"github.com/llorch/llorch/api"
 	"github.com/llorch/llorch/scheduler"
 )
 
@@ -51,7 +51,7 @@ func (r *readings) Get(nodeID, poolID, deviceMask string) scheduler.Utilization 
 	if !ok {
 		return scheduler.Utilization{}
 	}
-	return n.utilization(poolID, exporter.DeviceIndices(deviceMask))
+	return n.utilization(poolID, api.DeviceIndices(deviceMask))
 }
 
 // nodeReading is one node's metrics at one moment.

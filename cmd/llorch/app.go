@@ -25,7 +25,7 @@ func newApp() *cli.App {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "url", Value: "http://127.0.0.1:8080", Usage: "orchestratord URL", EnvVars: []string{"LLORCH_URL", "ORCHESTRATORD_URL"}},
 			&cli.StringFlag{Name: "api-token", Usage: "bearer token", EnvVars: []string{"LLORCH_API_TOKEN"}},
-			&cli.DurationFlag{Name: "timeout", Value: 10 * time.Second, Usage: "request timeout"},
+			&cli.DurationFlag{Name: "timeout", Value: 10 * time.Second, Usage: "request timeout (not of event streams, which last as long as their task)", EnvVars: []string{"LLORCH_TIMEOUT"}},
 		},
 		Commands:     []*cli.Command{nodesCommand(), submitCommand(), explainCommand(), simEngineCommand()},
 		OnUsageError: config.UsageError,

@@ -1,22 +1,27 @@
-package exporter
+package agent
 
 import (
 	"math"
+	"slices"
 
 	"github.com/llorch/llorch/api"
+	"github.com/llorch/llorch/exporter"
+	"github.com/llorch/llorch/pool"
 )
 
 // Inventory turns the GPU poller's snapshot into what registration and
 // heartbeats carry. A nil poller, or a stale snapshot, reports no GPUs:
 // missing data is never reported as full or empty GPUs.
 type Inventory struct {
-	poller *Poller
+	poller *exporter.Poller
 }
 
-// NewInventory reads p (which may be nil).
-func NewInventory(p *Poller) *Inventory { return &Inventory{poller: p} }
+var _ GPUReporter = (*Inventory)(nil)
 
-func (inv *Inventory) gpus() []GPU {
+// NewInventory reads p (which may be nil).
+func NewInventory(p *exporter.Poller) *Inventory { return &Inventory{poller: p} }
+
+func (inv *Inventory) gpus() []exporter.GPU {
 	if inv == nil || inv.poller == nil {
 		return nil
 	}
@@ -59,9 +64,9 @@ func (inv *Inventory) PoolVRAM(mask string) (total, free uint64, ok bool) {
 	if len(gpus) == 0 {
 		return 0, 0, false
 	}
-	want := DeviceIndices(mask)
+	want := api.DeviceIndices(mask)
 	for _, g := range gpus {
-		if len(want) > 0 && !contains(want, g.Index) {
+		if len(want) > 0 && !slices.Contains(want, g.Index) {
 			continue
 		}
 		total += bytesOf(g.MemoryTotalBytes)
@@ -70,18 +75,35 @@ func (inv *Inventory) PoolVRAM(mask string) (total, free uint64, ok bool) {
 	return total, free, true
 }
 
-func contains(s []int, v int) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
-}
-
 func bytesOf(v float64) uint64 {
 	if math.IsNaN(v) || v < 0 {
 		return 0
 	}
 	return uint64(v)
+}
+
+// PoolsWithVRAM is the pool table as heartbeats and the exporter's pools
+// collector report it: each pool's GPU memory (its device mask's GPUs) is
+// filled in where the GPUs have fresh readings. It is the one place pool
+// VRAM is computed.
+type PoolsWithVRAM struct {
+	Pools *pool.Table
+	// GPUs may be nil: no pool then reports VRAM.
+	GPUs GPUReporter
+}
+
+var _ exporter.PoolLister = PoolsWithVRAM{}
+
+// Snapshot implements exporter.PoolLister.
+func (v PoolsWithVRAM) Snapshot() []api.PoolState {
+	ps := v.Pools.Snapshot()
+	if v.GPUs == nil {
+		return ps
+	}
+	for i := range ps {
+		if total, free, ok := v.GPUs.PoolVRAM(ps[i].DeviceMask); ok {
+			ps[i].VRAMTotalBytes, ps[i].VRAMFreeBytes = total, free
+		}
+	}
+	return ps
 }
