@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -209,6 +210,9 @@ func newHarnessWith(t *testing.T, cp *fakeControlPlane, interval time.Duration, 
 // goroutine is left behind.
 func (h *harness) start(t *testing.T) {
 	t.Helper()
+	// Goroutines already running (the test's own, a synctest bubble's)
+	// are not the agent's: only those started from here on must end.
+	before := goleak.IgnoreCurrent()
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	h.done = make(chan struct{})
@@ -218,7 +222,7 @@ func (h *harness) start(t *testing.T) {
 	}()
 	t.Cleanup(func() {
 		h.stop(t)
-		goleak.VerifyNone(t)
+		goleak.VerifyNone(t, before)
 	})
 }
 
@@ -698,40 +702,45 @@ func TestRefusedTokenIsAnErrorAndBacksOff(t *testing.T) {
 		{"401", errUnauthorized, true},
 		{"500", errors.New("POST /v2/nodes/register: 500 Internal Server Error"), false},
 	} {
+		// In a synctest bubble the sleep below is exact: the agent's retry
+		// timers and the calls' times run on the bubble's fake clock, so
+		// the counts and gaps do not depend on the machine's load.
 		t.Run(tt.name, func(t *testing.T) {
-			cp := newFake()
-			cp.registerErr = tt.err
-			logs := &logRecords{}
-			h := newHarnessWith(t, cp, time.Second, func(o *agent.Options) {
-				o.Backoff = backoff.Backoff{Base: time.Millisecond, Max: maxDelay}
-				o.Logger = slog.New(logs)
+			synctest.Test(t, func(t *testing.T) {
+				cp := newFake()
+				cp.registerErr = tt.err
+				logs := &logRecords{}
+				h := newHarnessWith(t, cp, time.Second, func(o *agent.Options) {
+					o.Backoff = backoff.Backoff{Base: time.Millisecond, Max: maxDelay}
+					o.Logger = slog.New(logs)
+				})
+				h.start(t)
+				time.Sleep(3 * maxDelay)
+				h.stop(t)
+				calls := cp.snapshot()
+				errs := logs.atLeast(slog.LevelError)
+				if !tt.wantError {
+					if len(errs) != 0 {
+						t.Errorf("a 500 logged at ERROR: %q", errs)
+					}
+					if len(calls) < 5 {
+						t.Errorf("%d registrations in %v: a 500 is retried after the backoff's base, want >= 5", len(calls), 3*maxDelay)
+					}
+					return
+				}
+				if len(errs) == 0 || !strings.Contains(errs[0], "--api-token/LLORCH_API_TOKEN") || !strings.Contains(errs[0], "401") {
+					t.Fatalf("ERROR records %q, want one naming the refused token and --api-token/LLORCH_API_TOKEN", errs)
+				}
+				// Each retry waits between half the cap and the cap.
+				if len(calls) > 7 {
+					t.Errorf("%d registrations in %v with the token refused: want at most 7", len(calls), 3*maxDelay)
+				}
+				for i := 1; i < len(calls); i++ {
+					if gap := calls[i].at.Sub(calls[i-1].at); gap < maxDelay/2 {
+						t.Errorf("retry %d came %v after a 401, want >= %v", i, gap, maxDelay/2)
+					}
+				}
 			})
-			h.start(t)
-			time.Sleep(3 * maxDelay)
-			h.stop(t)
-			calls := cp.snapshot()
-			errs := logs.atLeast(slog.LevelError)
-			if !tt.wantError {
-				if len(errs) != 0 {
-					t.Errorf("a 500 logged at ERROR: %q", errs)
-				}
-				if len(calls) < 5 {
-					t.Errorf("%d registrations in %v: a 500 is retried after the backoff's base, want >= 5", len(calls), 3*maxDelay)
-				}
-				return
-			}
-			if len(errs) == 0 || !strings.Contains(errs[0], "--api-token/LLORCH_API_TOKEN") || !strings.Contains(errs[0], "401") {
-				t.Fatalf("ERROR records %q, want one naming the refused token and --api-token/LLORCH_API_TOKEN", errs)
-			}
-			// Each retry waits between half the cap and the cap.
-			if len(calls) > 7 {
-				t.Errorf("%d registrations in %v with the token refused: want at most 7", len(calls), 3*maxDelay)
-			}
-			for i := 1; i < len(calls); i++ {
-				if gap := calls[i].at.Sub(calls[i-1].at); gap < maxDelay/2 {
-					t.Errorf("retry %d came %v after a 401, want >= %v", i, gap, maxDelay/2)
-				}
-			}
 		})
 	}
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/llorch/llorch/agent"
 	"github.com/llorch/llorch/api"
+	"github.com/llorch/llorch/clocktest"
 	"github.com/llorch/llorch/exporter"
 	"github.com/llorch/llorch/handoff"
 	"github.com/llorch/llorch/simengine"
@@ -225,23 +226,12 @@ func (r *running) status(t *testing.T, pool string) api.PoolStatus {
 func (r *running) engine(t *testing.T, pool string) handoff.Handoff {
 	t.Helper()
 	var h handoff.Handoff
-	waitUntil(t, 10*time.Second, pool+"'s engine ready", func() bool {
+	clocktest.WaitFor(t, 10*time.Second, pool+"'s engine ready", func() bool {
 		var err error
 		h, err = handoff.ReadFile(filepath.Join(r.dir, pool+"_r0.json"))
 		return err == nil && r.status(t, pool).Ready
 	})
 	return h
-}
-
-func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // stream is one streamed /completion; done receives whether it ended with
@@ -308,7 +298,7 @@ func processing(url string) int {
 // waitProcessing waits until the engine at url processes n requests.
 func waitProcessing(t *testing.T, url string, n int) {
 	t.Helper()
-	waitUntil(t, 5*time.Second, fmt.Sprintf("%d requests processing", n), func() bool { return processing(url) == n })
+	clocktest.WaitFor(t, 5*time.Second, fmt.Sprintf("%d requests processing", n), func() bool { return processing(url) == n })
 }
 
 // TestDaemonShutdownSequence: SIGTERM's sequence, in process: requests in
@@ -321,7 +311,7 @@ func TestDaemonShutdownSequence(t *testing.T) {
 	cfg.Cloud, cfg.ControlPlaneURL = true, cp.URL
 	r := startDaemon(t, cfg)
 	h := r.engine(t, "pool-0")
-	waitUntil(t, 5*time.Second, "registered", func() bool { return len(cp.snapshot()) >= 2 })
+	clocktest.WaitFor(t, 5*time.Second, "two registrations", func() bool { return len(cp.snapshot()) >= 2 })
 	inFlightAtDelete := make(chan int, 1)
 	cp.mu.Lock()
 	cp.onDelete = func() { inFlightAtDelete <- processing(h.URL) }
@@ -396,7 +386,7 @@ func TestDaemonShutdownReturnsEachFailedStep(t *testing.T) {
 	cfg.Cloud, cfg.ControlPlaneURL = true, cp.URL
 	r := startDaemon(t, cfg)
 	h := r.engine(t, "pool-0")
-	waitUntil(t, 5*time.Second, "registered", func() bool { return len(cp.snapshot()) >= 2 })
+	clocktest.WaitFor(t, 5*time.Second, "two registrations", func() bool { return len(cp.snapshot()) >= 2 })
 
 	err := r.stop(t)
 	if err == nil {
@@ -428,7 +418,7 @@ func TestDrainPoolDeadline(t *testing.T) {
 	if _, err := handoff.WriteFile(r.dir, handoff.Handoff{PoolID: "external", ReplicaID: "r0", EngineVersion: "b1", URL: "http://127.0.0.1:9", SlotsTotal: 1}); err != nil {
 		t.Fatal(err)
 	}
-	waitUntil(t, 5*time.Second, "external pool ready", func() bool { return r.status(t, "external").Ready })
+	clocktest.WaitFor(t, 5*time.Second, "the external pool to be ready", func() bool { return r.status(t, "external").Ready })
 
 	long := startStream(t, busy.URL, 3000)
 	waitProcessing(t, busy.URL, 1)
@@ -445,6 +435,16 @@ func TestDrainPoolDeadline(t *testing.T) {
 		}
 		return st
 	}
+	// Someone else's engine: the pool drains, its engine is not ours to
+	// stop. DrainPool decides that at once: only a pool whose engines the
+	// agent started gets a goroutine that stops them. Drained first and
+	// checked last, after the busy and idle pools' drains have run to
+	// their end, the pool would have been stopped by then if it had one;
+	// no sleep of its own is needed.
+	if st := drain("external", ""); !st.Draining || st.Stopped || !st.Ready {
+		t.Fatalf("external pool's drain answered %+v, want draining and still announced", st)
+	}
+
 	began := time.Now()
 	if st := drain("busy", `{"deadline_ms":500}`); !st.Draining || st.Stopped || !st.Ready {
 		t.Fatalf("drain answered %+v, want draining, not stopped yet", st)
@@ -455,21 +455,18 @@ func TestDrainPoolDeadline(t *testing.T) {
 	if cut := long.ended.Sub(began); cut < 500*time.Millisecond {
 		t.Errorf("request cut %v after the drain, before its 500ms deadline", cut)
 	}
-	waitUntil(t, 5*time.Second, "busy stopped", func() bool { st := r.status(t, "busy"); return st.Stopped && st.Draining && !st.Live })
+	clocktest.WaitFor(t, 5*time.Second, "busy to stop", func() bool { st := r.status(t, "busy"); return st.Stopped && st.Draining && !st.Live })
 	if alive(busy.PID) {
 		t.Errorf("busy's engine %d alive after its drain deadline", busy.PID)
 	}
 
 	// Idle: stopped as soon as it is drained, long before its deadline.
 	drain("idle", `{"deadline_ms":60000}`)
-	waitUntil(t, 5*time.Second, "idle stopped", func() bool { return r.status(t, "idle").Stopped })
+	clocktest.WaitFor(t, 5*time.Second, "idle to stop", func() bool { return r.status(t, "idle").Stopped })
 	if alive(idle.PID) {
 		t.Errorf("idle's engine %d alive after its drain", idle.PID)
 	}
 
-	// Someone else's engine: the pool drains, its engine is not ours to stop.
-	drain("external", "")
-	time.Sleep(300 * time.Millisecond)
 	if st := r.status(t, "external"); !st.Draining || st.Stopped || !st.Ready {
 		t.Errorf("external pool after its drain: %+v, want draining and still announced", st)
 	}

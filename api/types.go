@@ -92,6 +92,13 @@ type ReplicaState struct {
 	// replica's engine, as PoolState's are of the pool's engines.
 	RequestsDeferred int       `json:"requests_deferred,omitempty"`
 	SlotsObservedAt  time.Time `json:"slots_observed_at,omitzero"`
+	// DecodeTPS and PromptTPS are the engine's own speeds since it
+	// started (llamacpp:tokens_predicted_total over
+	// tokens_predicted_seconds_total: one slot's tokens/s; prompt tokens
+	// over prompt seconds), 0 when unknown: placement's seed for a pool
+	// it has not measured, without scraping the agent.
+	DecodeTPS float64 `json:"decode_tokens_per_second,omitempty"`
+	PromptTPS float64 `json:"prompt_tokens_per_second,omitempty"`
 }
 
 // GPUState is live per-GPU state carried by a heartbeat.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/llorch/llorch/admission"
 	"github.com/llorch/llorch/api"
+	"github.com/llorch/llorch/clocktest"
 	"github.com/llorch/llorch/handoff"
 	"github.com/llorch/llorch/simengine"
 	"github.com/llorch/llorch/sse"
@@ -135,7 +136,7 @@ func TestPolicyLabelSaysThePolicyInForce(t *testing.T) {
 					t.Fatalf("%s: %d %s", id, resp.StatusCode, b)
 				}
 			}
-			eventually(t, 5*time.Second, "the waiter queued", func() bool { return in.queue.Len(admission.Interactive) == 1 })
+			clocktest.WaitFor(t, 5*time.Second, "the waiter to queue", func() bool { return in.queue.Len(admission.Interactive) == 1 })
 			resp, b := post(t, c, in.URL+"/v2/tasks", `{"prompt":"x"}`)
 			var e api.Error
 			if err := json.Unmarshal(b, &e); err != nil || resp.StatusCode != http.StatusTooManyRequests || e.PolicyLabel != string(policy) {

@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -47,7 +49,9 @@ type Config struct {
 	PprofAddr          string        // --pprof-addr; empty: off
 	// ShutdownGrace (--shutdown-grace) is how long running tasks may
 	// finish once shutdown began before they are stopped.
-	ShutdownGrace time.Duration
+	ShutdownGrace      time.Duration
+	EngineStallTimeout time.Duration // --engine-stall-timeout; 0: never
+	ClientWriteTimeout time.Duration // --client-write-timeout; 0: never
 
 	Version string
 	Logger  *slog.Logger // nil: slog.Default()
@@ -60,6 +64,7 @@ func DefaultConfig() Config {
 		AdmissionCapacity: 100, AdmissionPolicy: string(admission.Reject), RuntimeDir: ".runtime/engines",
 		MetricsInterval: 2 * time.Second, MetricsStaleAfter: 10 * time.Second, TTFTWeight: scheduler.DefaultTTFTWeight,
 		Quarantine: 30 * time.Second, ShutdownGrace: 30 * time.Second, Version: "dev",
+		EngineStallTimeout: 30 * time.Second, ClientWriteTimeout: 30 * time.Second,
 	}
 }
 
@@ -223,10 +228,11 @@ func (d *Daemon) newUtilization() (utilization.Source, error) {
 		return nil, nil
 	}
 	scraper := utilization.NewScraper(func() []utilization.Target {
-		nodes := d.reg.List(false)
+		nodes := d.reg.Addresses()
+		slices.SortFunc(nodes, func(a, b registry.Address) int { return strings.Compare(a.NodeID, b.NodeID) }) // stable turns
 		out := make([]utilization.Target, len(nodes))
 		for i, n := range nodes {
-			out[i] = utilization.Target{NodeID: n.NodeID, Address: n.Address}
+			out[i] = utilization.Target{NodeID: n.NodeID, Address: n.URL}
 		}
 		return out
 	}, cfg.MetricsInterval, d.log)
@@ -245,6 +251,7 @@ func (d *Daemon) newInference(fleet dispatch.Fleet, util utilization.Source, s s
 	d.dispatcher, err = dispatch.New(dispatch.Options{
 		Fleet: fleet, Util: util, Queue: admission.New(cfg.AdmissionCapacity, s.policy), Logger: d.log, Metrics: dm,
 		Backlog: cfg.EngineBacklog, TTFTWeight: cfg.TTFTWeight,
+		StallTimeout: cfg.EngineStallTimeout, ClientWriteTimeout: cfg.ClientWriteTimeout,
 		Scheduling: scheduler.Options{Weights: s.weights, StaleAfter: cfg.MetricsStaleAfter, Quarantine: cfg.Quarantine},
 	})
 	if err != nil {

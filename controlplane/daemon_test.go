@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/llorch/llorch/api"
+	"github.com/llorch/llorch/clocktest"
 	"github.com/llorch/llorch/controlplane"
 	"github.com/llorch/llorch/simengine"
 	"github.com/llorch/llorch/sse"
@@ -149,7 +150,7 @@ func follow(t *testing.T, c *http.Client, base, id string) (first <-chan struct{
 // waitReady waits until placement sees a pool.
 func waitReady(t *testing.T, c *http.Client, base string) {
 	t.Helper()
-	eventually(t, 5*time.Second, "a pool ready", func() bool {
+	clocktest.WaitFor(t, 5*time.Second, "a ready pool", func() bool {
 		resp, err := c.Get(base + "/v2/placement/explain")
 		if err != nil {
 			return false

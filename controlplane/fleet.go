@@ -58,6 +58,7 @@ func replicaCandidates(out []scheduler.Candidate, c scheduler.Candidate) []sched
 		rc.Pool.URL, rc.Pool.EngineVersion = r.URL, r.EngineVersion
 		rc.Pool.SlotsTotal, rc.Pool.SlotsFree = r.SlotsTotal, r.SlotsFree
 		rc.Pool.RequestsDeferred, rc.Pool.SlotsObservedAt = r.RequestsDeferred, r.SlotsObservedAt
+		rc.Reported = scheduler.Speed{DecodeTPS: r.DecodeTPS, PrefillTPS: r.PromptTPS}
 		out = append(out, rc)
 		added = true
 	}

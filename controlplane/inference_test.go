@@ -25,6 +25,7 @@ import (
 
 	"github.com/llorch/llorch/admission"
 	"github.com/llorch/llorch/api"
+	"github.com/llorch/llorch/clocktest"
 	"github.com/llorch/llorch/controlplane"
 	"github.com/llorch/llorch/dispatch"
 	"github.com/llorch/llorch/handoff"
@@ -52,8 +53,9 @@ type inference struct {
 }
 
 type inferenceOpts struct {
-	capacity int
-	policy   admission.Policy
+	capacity     int
+	policy       admission.Policy
+	stall, write time.Duration // the engine stall and client write timeouts
 }
 
 func newInference(tb testing.TB, o inferenceOpts) *inference {
@@ -72,7 +74,8 @@ func newInference(tb testing.TB, o inferenceOpts) *inference {
 	queue := admission.New(o.capacity, o.policy)
 	d, err := dispatch.New(dispatch.Options{
 		Fleet: fleet, Queue: queue, Logger: quiet, Metrics: dm,
-		Scheduling: scheduler.Options{StaleAfter: 15 * time.Second, Quarantine: 30 * time.Second},
+		Scheduling:   scheduler.Options{StaleAfter: 15 * time.Second, Quarantine: 30 * time.Second},
+		StallTimeout: o.stall, ClientWriteTimeout: o.write,
 	})
 	if err != nil {
 		tb.Fatal(err)
@@ -358,13 +361,7 @@ func TestFullQueueAnswers429(t *testing.T) {
 		}
 		queued <- err
 	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for in.queue.Len(admission.Interactive) != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("the second request never queued")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	clocktest.WaitFor(t, 5*time.Second, "the second request to queue", func() bool { return in.queue.Len(admission.Interactive) == 1 })
 	// ...and the third is turned away.
 	resp, body := post(t, c, in.URL+"/v1/chat/completions", long)
 	if resp.StatusCode != http.StatusTooManyRequests {
@@ -543,17 +540,6 @@ func freeInExplain(t *testing.T, c *http.Client, base, poolID string) int {
 	return 0
 }
 
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // SPEC §5: a client that disconnects cancels its task and frees its slot.
 func TestClientDisconnectFreesTheSlot(t *testing.T) {
 	t.Run("openai", func(t *testing.T) {
@@ -574,8 +560,8 @@ func TestClientDisconnectFreesTheSlot(t *testing.T) {
 		}
 		cancel()
 		resp.Body.Close()
-		eventually(t, time.Second, "engine slot still processing", func() bool { return slotsBusy(t, c, sim.URL) == 0 })
-		eventually(t, time.Second, "placement still counts the request", func() bool { return freeInExplain(t, c, in.URL, "pool-0") == 1 })
+		clocktest.WaitFor(t, time.Second, "the engine's slot to go idle", func() bool { return slotsBusy(t, c, sim.URL) == 0 })
+		clocktest.WaitFor(t, time.Second, "placement to stop counting the request", func() bool { return freeInExplain(t, c, in.URL, "pool-0") == 1 })
 	})
 	t.Run("v2 events", func(t *testing.T) {
 		sim := startSim(t, simengine.Config{TokensPerSecond: 20})
@@ -604,8 +590,8 @@ func TestClientDisconnectFreesTheSlot(t *testing.T) {
 		}
 		cancel()
 		ev.Body.Close()
-		eventually(t, time.Second, "engine slot still processing", func() bool { return slotsBusy(t, c, sim.URL) == 0 })
-		eventually(t, time.Second, "placement still counts the task", func() bool { return freeInExplain(t, c, in.URL, "pool-0") == 1 })
+		clocktest.WaitFor(t, time.Second, "the engine's slot to go idle", func() bool { return slotsBusy(t, c, sim.URL) == 0 })
+		clocktest.WaitFor(t, time.Second, "placement to stop counting the task", func() bool { return freeInExplain(t, c, in.URL, "pool-0") == 1 })
 		// The task ended cancelled; its events stay readable.
 		ev2, err := c.Get(in.URL + "/v2/tasks/t-1/events")
 		if err != nil {
@@ -627,7 +613,7 @@ func TestCancelRoute(t *testing.T) {
 	if resp, body := post(t, c, in.URL+"/v2/tasks", `{"task_id":"t-1","prompt":"hi","max_tokens":10000}`); resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("%d %s", resp.StatusCode, body)
 	}
-	eventually(t, 5*time.Second, "the task never reached the engine", func() bool { return slotsBusy(t, c, sim.URL) == 1 })
+	clocktest.WaitFor(t, 5*time.Second, "the task to reach the engine", func() bool { return slotsBusy(t, c, sim.URL) == 1 })
 	resp, _ := post(t, c, in.URL+"/v2/tasks/t-1/cancel", "")
 	if resp.StatusCode != http.StatusNoContent {
 		t.Fatalf("cancel: %d", resp.StatusCode)
@@ -641,7 +627,7 @@ func TestCancelRoute(t *testing.T) {
 	if !strings.HasSuffix(string(all), "event: error\ndata: {\"code\":\"CANCELLED\",\"message\":\"task cancelled\",\"retriable\":false}\n\n") {
 		t.Errorf("events end %q", tail(all))
 	}
-	eventually(t, time.Second, "engine slot still processing", func() bool { return slotsBusy(t, c, sim.URL) == 0 })
+	clocktest.WaitFor(t, time.Second, "the engine's slot to go idle", func() bool { return slotsBusy(t, c, sim.URL) == 0 })
 	if resp, _ := post(t, c, in.URL+"/v2/tasks/nope/cancel", ""); resp.StatusCode != http.StatusNotFound {
 		t.Errorf("cancel of an unknown task: %d", resp.StatusCode)
 	}
@@ -811,7 +797,7 @@ func TestCompletedTasksTeachThePoolsSpeed(t *testing.T) {
 			}
 			tc.run(t, c, in.URL)
 			var after api.ExplainedCandidate
-			eventually(t, 5*time.Second, "the pool's speed learned", func() bool {
+			clocktest.WaitFor(t, 5*time.Second, "the pool's speed to be learned", func() bool {
 				after = explained(t, c, in.URL, "pool-0")
 				return after.Expected.Samples == 1
 			})

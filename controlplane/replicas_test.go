@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/llorch/llorch/api"
+	"github.com/llorch/llorch/clocktest"
 	"github.com/llorch/llorch/controlplane"
 	"github.com/llorch/llorch/handoff"
 	"github.com/llorch/llorch/pool"
@@ -191,7 +192,7 @@ func TestReplicasShareTheLoad(t *testing.T) {
 		s()
 	}
 	stops = nil
-	eventually(t, 2*time.Second, "engines idle", func() bool {
+	clocktest.WaitFor(t, 2*time.Second, "engines idle", func() bool {
 		return slotsBusy(t, c, engines["r0"]) == 0 && slotsBusy(t, c, engines["r1"]) == 0
 	})
 	for range 2 {

@@ -109,6 +109,10 @@ func (s *server) health(w http.ResponseWriter, _ *http.Request) {
 func (s *server) admitting(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if s.dispatcher.Closed() {
+			// The client is told, then its connection closed: it reconnects
+			// elsewhere (closing idle connections instead would reset
+			// requests already on their way).
+			w.Header().Set("Connection", "close")
 			if s.metrics != nil {
 				s.metrics.TaskEnded("shutdown")
 			}

@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/llorch/llorch/api"
+	"github.com/llorch/llorch/clocktest"
 	"github.com/llorch/llorch/controlplane"
 	"github.com/llorch/llorch/registry"
 )
@@ -27,29 +28,12 @@ const (
 	token   = "s3cret-token"
 )
 
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-var _ registry.Clock = (*fakeClock)(nil)
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
+var _ registry.Clock = (*clocktest.Clock)(nil)
 
 type env struct {
 	h     http.Handler
 	reg   *registry.Registry
-	clock *fakeClock
+	clock *clocktest.Clock
 	prom  *prometheus.Registry
 }
 
@@ -58,7 +42,7 @@ var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 func newEnv(t *testing.T, tok string) *env {
 	t.Helper()
 	quiet := slog.New(slog.DiscardHandler)
-	clk := &fakeClock{now: t0}
+	clk := clocktest.New(t0)
 	reg := registry.New(registry.Options{Timeout: timeout, Clock: clk, Logger: quiet})
 	prom := prometheus.NewRegistry()
 	prom.MustRegister(reg)

@@ -73,7 +73,6 @@ func (d *Daemon) Run(ctx context.Context) error {
 		return fmt.Errorf("http server: %w", err)
 	case <-ctx.Done():
 	}
-	srv.SetKeepAlivesEnabled(false) // clients reconnect elsewhere
 	d.drain()
 	d.stopServer(srv, served)
 	d.log.Info("orchestratord stopped")

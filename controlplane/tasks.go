@@ -112,11 +112,20 @@ func (s *server) taskEvents(w http.ResponseWriter, r *http.Request) {
 	if f, ok := w.(http.Flusher); ok {
 		f.Flush()
 	}
+	// A subscriber that stops reading is dropped after the write timeout;
+	// the task runs on and its events stay readable.
+	rc, limit := http.NewResponseController(w), s.dispatcher.ClientWriteTimeout()
+	deadline := func() {
+		if limit > 0 {
+			_ = rc.SetWriteDeadline(time.Now().Add(limit)) // recorders cannot: no limit then
+		}
+	}
 	ping := time.NewTicker(sseKeepAlive)
 	defer ping.Stop()
 	next := 0
 	for {
 		events, changed, done := task.Events(next)
+		deadline()
 		for _, e := range events {
 			if err := out.Event(e.Type, e.Data); err != nil {
 				return
@@ -129,6 +138,7 @@ func (s *server) taskEvents(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-changed:
 		case <-ping.C:
+			deadline()
 			if err := out.Comment("ping"); err != nil {
 				return
 			}

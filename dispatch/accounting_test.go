@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/llorch/llorch/admission"
+	"github.com/llorch/llorch/clocktest"
 	"github.com/llorch/llorch/scheduler"
 	"github.com/llorch/llorch/scheduler/schedtest"
 )
@@ -108,13 +109,13 @@ func TestSpeedLearner(t *testing.T) {
 type accountingHarness struct {
 	*harness
 	t     *testing.T
-	clock *fakeClock
+	clock *clocktest.Clock
 	fleet *versionedFleet
 }
 
 func newAccountingHarness(t *testing.T, slots int) *accountingHarness {
 	t.Helper()
-	clock := newFakeClock()
+	clock := clocktest.New(time.Time{})
 	fleet := &versionedFleet{}
 	fleet.set(schedtest.Pool("pool-0").Slots(slots, slots).Obj())
 	h := newHarness(t, nil, withClock(clock), func(o *Options) { o.Fleet = fleet })
@@ -309,7 +310,7 @@ func TestReleasePlacesTheNextTaskAtOnce(t *testing.T) {
 // when waiting is quicker; when the fast pool's queue grows, the next job
 // goes to the slow pool.
 func TestWaitingForAFastPoolBeatsASlowFreeSlot(t *testing.T) {
-	clock := newFakeClock()
+	clock := clocktest.New(time.Time{})
 	fast := schedtest.Pool("fast").Slots(1, 1).Obj()
 	slow := schedtest.Pool("slow").Slots(1, 1).Obj()
 	// The first token weighs as much as the rest of the answer.

@@ -102,6 +102,13 @@ type Options struct {
 	// plane's own tasks is counted (default 15 s: a heartbeat and an
 	// engine poll at the default intervals).
 	ForeignTTL time.Duration
+	// StallTimeout cuts an engine request whose engine sends nothing for
+	// this long, before its first byte or between two (0: never); the task
+	// moves to another pool if nothing reached its client yet.
+	StallTimeout time.Duration
+	// ClientWriteTimeout ends a request whose client takes none of a write
+	// for this long (0: never).
+	ClientWriteTimeout time.Duration
 	// AffinityTTL and AffinitySize bound the memory of which pool served
 	// each session (defaults DefaultAffinityTTL, DefaultAffinitySize).
 	AffinityTTL  time.Duration
@@ -266,6 +273,9 @@ func (d *Dispatcher) Explain(req scheduler.Request) (*scheduler.Decision, error)
 
 // Scorers names the score components of explanations, in order.
 func (d *Dispatcher) Scorers() []scheduler.WeightedScorer { return d.place.Scorers() }
+
+// ClientWriteTimeout is how long a client may take none of a write.
+func (d *Dispatcher) ClientWriteTimeout() time.Duration { return d.opts.ClientWriteTimeout }
 
 // Backlog is how many tasks an engine may hold beyond its slots.
 func (d *Dispatcher) Backlog() int { return d.opts.Backlog }

@@ -145,7 +145,7 @@ func TestPlacementHonoursFreeSlots(t *testing.T) {
 		t.Fatalf("placed on %s", p1.Key())
 	}
 	second := h.submit(t, "second", interactive, auto(""))
-	notPlaced(t, second)
+	h.notPlaced(t, second)
 	if h.inflight("n1/pool-0") != 1 {
 		t.Errorf("in flight = %d, want 1", h.inflight("n1/pool-0"))
 	}
@@ -166,10 +166,10 @@ func TestInteractiveBeforeBatch(t *testing.T) {
 	p0 := waitPlaced(t, h.submit(t, "holder", interactive, auto("")))
 	b := h.submit(t, "batch", batch, auto(""))
 	i := h.submit(t, "interactive", interactive, auto(""))
-	notPlaced(t, b)
+	h.notPlaced(t, b)
 	h.d.Release(p0, "", Succeeded, Observation{})
 	pi := waitPlaced(t, i)
-	notPlaced(t, b)
+	h.notPlaced(t, b)
 	h.d.Release(pi, "", Succeeded, Observation{})
 	waitPlaced(t, b)
 }
@@ -316,7 +316,7 @@ func TestCancelRemovesAQueuedJob(t *testing.T) {
 		t.Errorf("queue depth %d after cancel", n)
 	}
 	h.d.Release(p1, "", Succeeded, Observation{})
-	notPlaced(t, queued)
+	h.notPlaced(t, queued)
 	waitPlaced(t, h.submit(t, "next", interactive, auto("")))
 }
 
@@ -326,7 +326,7 @@ func TestModelDisappearsWhileQueued(t *testing.T) {
 	h.run(t)
 	waitPlaced(t, h.submit(t, "holder", interactive, auto("m")))
 	queued := h.submit(t, "queued", interactive, auto("m"))
-	notPlaced(t, queued) // merely waiting for a slot: no failure
+	h.notPlaced(t, queued) // merely waiting for a slot: no failure
 	fleet.set(schedtest.Pool("pool-0").Models("other").Obj())
 	begin := time.Now()
 	e := waitFailed(t, queued)
@@ -473,7 +473,7 @@ func TestReplicasHaveTheirOwnBooks(t *testing.T) {
 		t.Errorf("books: r0 %d, r1 %d, pool %d; want 1, 1, none", h.inflight("n1/pool-0/r0"), h.inflight("n1/pool-0/r1"), h.inflight("n1/pool-0"))
 	}
 	c := h.submit(t, "c", interactive, auto(""))
-	notPlaced(t, c) // both replicas' one slot is taken
+	h.notPlaced(t, c) // both replicas' one slot is taken
 	want := `
 # HELP llorch_placement_pool_in_flight Tasks this control plane has sent to the pool and not yet seen end (exact, not a report).
 # TYPE llorch_placement_pool_in_flight gauge
@@ -485,7 +485,7 @@ llorch_placement_pool_in_flight{node_id="n1",pool_id="pool-0"} 2
 
 	// r0's engine fails: r0 is quarantined, r1 is not; c waits for r1.
 	h.d.Release(a, "", EngineFailed, Observation{})
-	notPlaced(t, c)
+	h.notPlaced(t, c)
 	h.d.Release(b, "", Succeeded, Observation{})
 	pc := waitPlaced(t, c)
 	if pc.Key() != "n1/pool-0/r1" {

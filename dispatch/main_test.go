@@ -15,6 +15,7 @@ import (
 
 	"github.com/llorch/llorch/admission"
 	"github.com/llorch/llorch/api"
+	"github.com/llorch/llorch/clocktest"
 	"github.com/llorch/llorch/scheduler"
 )
 
@@ -105,29 +106,8 @@ func (h *harness) inflight(key string) int {
 }
 
 // withClock makes the dispatcher read time from c.
-func withClock(c *fakeClock) harnessOpt {
+func withClock(c *clocktest.Clock) harnessOpt {
 	return func(o *Options) { o.Now = c.Now }
-}
-
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock { return &fakeClock{t: time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-	return c.t
 }
 
 // submit admits a job, failing the test on an admission error.
@@ -170,18 +150,35 @@ func waitFailed(t *testing.T, j *Job) *api.Error {
 	return e
 }
 
-// notPlaced asserts the job stays queued for a while: long enough for a
-// few of the dispatcher's ticks.
-func notPlaced(t *testing.T, j *Job) {
+// passNow runs one whole placement pass, after any pass in progress (the
+// Run loop's) ends: when it returns, whatever could be placed is placed.
+// h.d.pass() is not enough while Run runs: it leaves the pass to the
+// goroutine holding passMu and returns before that pass ends.
+func (h *harness) passNow() {
+	h.d.passMu.Lock()
+	h.d.passLocked()
+	h.d.unlockPass()
+}
+
+// notPlaced asserts that the job waits for a slot: a whole pass run now
+// neither places it nor fails it, nor counts it as fitting no pool (which
+// would fail it after Unplaceable). A pass proves it; no time is waited.
+func (h *harness) notPlaced(t *testing.T, j *Job) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer cancel()
-	p, e, err := j.Wait(ctx)
-	switch {
-	case e != nil:
-		t.Fatalf("job %s failed: %v", j.ID, e)
-	case err == nil:
+	h.passNow()
+	if p, ok := placedNow(j); ok {
 		t.Fatalf("job %s placed on %s, want it queued", j.ID, p.Key())
+	}
+	select {
+	case e := <-j.failed:
+		t.Fatalf("job %s failed: %v", j.ID, e)
+	default:
+	}
+	h.d.mu.Lock()
+	_, unfittable := h.d.unfittable[j.ID]
+	h.d.mu.Unlock()
+	if unfittable {
+		t.Fatalf("job %s found no pool that could take it, want it waiting for a slot", j.ID)
 	}
 }
 

@@ -55,16 +55,21 @@ func (p *Proxy) Forward(w http.ResponseWriter, r *http.Request, path string, bod
 	admitted := time.Now()
 	_, res, apiErr := p.d.Execute(r.Context(), j, session, func(ctx context.Context, pl Placement) Result {
 		sent := time.Now()
+		ctx, dog, release := watch(ctx, p.d.firstByteLimit(pl), p.d.opts.StallTimeout)
+		defer release()
 		resp, err := p.send(ctx, pl, path, body)
 		if err == nil && resp.StatusCode >= 500 {
 			resp.Body.Close()
 			err = fmt.Errorf("engine answered %s", resp.Status)
 		}
 		if err != nil {
+			if cause := stalled(ctx); cause != nil {
+				err = cause
+			}
 			return Result{Outcome: EngineFailed, Err: err}
 		}
 		defer resp.Body.Close()
-		res := p.relay(w, resp, pl, admitted, j)
+		res := p.relay(w, resp, pl, admitted, j, dog)
 		res.Obs.Sent = sent
 		return res
 	})
@@ -143,7 +148,10 @@ func (t *tail) add(p []byte) {
 func (t *tail) bytes() []byte { return t.buf[:t.n] }
 
 // relay copies the engine's answer to the client, flushing every read.
-func (p *Proxy) relay(w http.ResponseWriter, resp *http.Response, pl Placement, admitted time.Time, j *Job) Result {
+// A write the client does not take within ClientWriteTimeout ends the
+// request: a client that stops reading must not hold an engine slot, nor
+// the control plane's memory, for good.
+func (p *Proxy) relay(w http.ResponseWriter, resp *http.Response, pl Placement, admitted time.Time, j *Job, dog *watchdog) Result {
 	for _, h := range []string{"Content-Type", "Cache-Control"} {
 		if v := resp.Header.Get(h); v != "" {
 			w.Header().Set(h, v)
@@ -160,6 +168,7 @@ func (p *Proxy) relay(w http.ResponseWriter, resp *http.Response, pl Placement, 
 	w.WriteHeader(resp.StatusCode)
 	res := Result{Delivered: true}
 	flusher, _ := w.(http.Flusher)
+	rc := http.NewResponseController(w)
 	rb := relayBuffers.Get().(*relayBuffer)
 	defer relayBuffers.Put(rb)
 	buf, end := rb.read[:], &rb.end
@@ -167,12 +176,16 @@ func (p *Proxy) relay(w http.ResponseWriter, resp *http.Response, pl Placement, 
 	for {
 		n, err := resp.Body.Read(buf)
 		if n > 0 {
+			dog.alive()
 			read := time.Now()
 			if res.Obs.FirstByte.IsZero() {
 				res.Obs.FirstByte = read
 				if resp.StatusCode == http.StatusOK {
 					p.metrics.FirstToken(pl.Candidate.NodeID, pl.Candidate.Pool.PoolID, read.Sub(admitted), j.Predicted.TTFT, j.Trace)
 				}
+			}
+			if p.d.opts.ClientWriteTimeout > 0 {
+				_ = rc.SetWriteDeadline(read.Add(p.d.opts.ClientWriteTimeout)) // not supported by recorders: no limit then
 			}
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				// The client is gone; its context cancels the engine request.
@@ -206,6 +219,15 @@ func (p *Proxy) relay(w http.ResponseWriter, resp *http.Response, pl Placement, 
 		}
 		if err != nil {
 			res.Err = err
+			if cause := stalled(resp.Request.Context()); cause != nil {
+				// The engine went silent mid-answer: lost, like a dead one.
+				res.Err = cause
+				if stream {
+					p.workerReset(w, flusher, cause)
+				}
+				res.Outcome = EngineFailed
+				return res
+			}
 			if resp.Request != nil && resp.Request.Context().Err() != nil {
 				res.Outcome = Abandoned
 				if stop := aborted(resp.Request.Context()); stop != nil {

@@ -163,6 +163,8 @@ func (r *Runner) stream(ctx context.Context, t *Task, p Placement, req V2Request
 		}
 		span.End()
 	}()
+	ctx, dog, release := watch(ctx, r.d.firstByteLimit(p), r.d.opts.StallTimeout)
+	defer release()
 	c := &engine.Client{BaseURL: p.Candidate.Pool.URL, HTTP: r.engines, ReuseStreamConns: true}
 	first := func() {
 		t.Emit("started", startedEvent{QueuePosition: p.QueuePosition, PredictedStartMS: j.Predicted.Wait.Milliseconds(),
@@ -171,6 +173,7 @@ func (r *Runner) stream(ctx context.Context, t *Task, p Placement, req V2Request
 	res.Obs.Sent = time.Now()
 	final, err := c.Complete(ctx, engine.CompletionRequest{Prompt: req.Prompt, NPredict: req.MaxTokens, Seed: req.Seed},
 		func(ch engine.CompletionChunk) error {
+			dog.alive()
 			if tokens == 0 {
 				first()
 				res.Obs.FirstByte = time.Now()
@@ -200,6 +203,9 @@ func (r *Runner) stream(ctx context.Context, t *Task, p Placement, req V2Request
 		// another pool would refuse it too. Report it, no retry.
 		res.Outcome, res.Err = Abandoned, &permanentError{se}
 	default:
+		if cause := stalled(ctx); cause != nil {
+			res.Err = cause // said of the engine, not "context canceled"
+		}
 		res.Outcome = EngineFailed
 	}
 	return res, ttft, final

@@ -14,6 +14,7 @@ import (
 
 	"github.com/llorch/llorch/admission"
 	"github.com/llorch/llorch/api"
+	"github.com/llorch/llorch/clocktest"
 	"github.com/llorch/llorch/scheduler"
 	"github.com/llorch/llorch/scheduler/schedtest"
 	"github.com/llorch/llorch/simengine"
@@ -75,7 +76,7 @@ func TestAbortStopsRunningTasks(t *testing.T) {
 	sim := simEngine(t, simengine.Config{TokensPerSecond: 20})
 	h := newRunnerHarness(t, poolAt("pool-0", sim, 1))
 	task := h.start(t, "long", V2Request{Prompt: "hello", MaxTokens: 1000})
-	waitFor(t, task, "token")
+	waitEvent(t, task, "token")
 	h.d.Close(errStopping)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
@@ -174,13 +175,7 @@ func TestShutdownOfOpenAIRequests(t *testing.T) {
 		}
 		queued <- resp
 	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for h.queue.Len(admission.Interactive) == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the second request never queued")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	clocktest.WaitFor(t, 5*time.Second, "the second request to queue", func() bool { return h.queue.Len(admission.Interactive) > 0 })
 
 	h.d.Close(errStopping)
 	resp := <-queued

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/llorch/llorch/admission"
+	"github.com/llorch/llorch/clocktest"
 	"github.com/llorch/llorch/scheduler"
 	"github.com/llorch/llorch/scheduler/schedtest"
 )
@@ -46,16 +47,16 @@ func (u *countingUtil) Version() uint64 {
 	return u.version
 }
 
-func newSnapshotDispatcher(t *testing.T, f *versionedFleet, util *countingUtil) (*Dispatcher, *time.Time) {
+func newSnapshotDispatcher(t *testing.T, f *versionedFleet, util *countingUtil) (*Dispatcher, *clocktest.Clock) {
 	t.Helper()
-	now := time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC)
+	clock := clocktest.New(time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC))
 	d, err := New(Options{Fleet: f, Util: util, Queue: admission.New(16, admission.Reject), Logger: quiet,
 		Scheduling: scheduler.Options{StaleAfter: time.Minute, Quarantine: time.Minute},
-		Now:        func() time.Time { return now }})
+		Now:        clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return d, &now
+	return d, clock
 }
 
 func place(t *testing.T, d *Dispatcher, id string) Placement {
@@ -109,7 +110,7 @@ func TestSnapshotRebuildsAfterChangesAtMostEveryInterval(t *testing.T) {
 	f := &versionedFleet{}
 	f.set(schedtest.Pool("pool-0").Slots(4, 4).Obj())
 	util := &countingUtil{}
-	d, now := newSnapshotDispatcher(t, f, util)
+	d, clock := newSnapshotDispatcher(t, f, util)
 	p := place(t, d, "a")
 	d.Release(p, "", Succeeded, Observation{})
 	getsAfterFirst := util.gets
@@ -117,7 +118,7 @@ func TestSnapshotRebuildsAfterChangesAtMostEveryInterval(t *testing.T) {
 	// The pool drains; the fleet says it changed.
 	f.set(schedtest.Pool("pool-0").Slots(4, 4).Draining().Obj())
 	f.version.Add(1)
-	*now = now.Add(rebuildEvery / 2)
+	clock.Advance(rebuildEvery / 2)
 	p = place(t, d, "b") // within the interval: the old snapshot stands
 	d.Release(p, "", Succeeded, Observation{})
 	if f.builds.Load() != 1 {
@@ -127,7 +128,7 @@ func TestSnapshotRebuildsAfterChangesAtMostEveryInterval(t *testing.T) {
 		t.Fatal("utilisation re-read without a new version")
 	}
 
-	*now = now.Add(rebuildEvery)
+	clock.Advance(rebuildEvery)
 	j := NewJob("c", admission.Interactive, scheduler.Request{Mode: "auto", AllowFallback: true}, time.Time{})
 	if _, _, e := d.Submit(j); e == nil {
 		t.Fatal("a task was admitted onto a pool the rebuilt snapshot shows draining")
@@ -156,18 +157,18 @@ func TestSnapshotRebuildsAfterChangesAtMostEveryInterval(t *testing.T) {
 func TestSnapshotRebuildsNoMoreOftenThanTenBuildTimes(t *testing.T) {
 	f := &versionedFleet{}
 	f.set(schedtest.Pool("pool-0").Slots(4, 4).Obj())
-	d, now := newSnapshotDispatcher(t, f, &countingUtil{})
+	d, clock := newSnapshotDispatcher(t, f, &countingUtil{})
 	d.passMu.Lock()
 	defer d.passMu.Unlock()
 	d.shared(d.now())
 	d.snap.buildCost = time.Second // as if listing the fleet took 1 s
 	f.version.Add(1)
-	*now = now.Add(5 * time.Second)
+	clock.Advance(5 * time.Second)
 	d.shared(d.now())
 	if f.builds.Load() != 1 {
 		t.Fatal("rebuilt 5 s after a 1 s build")
 	}
-	*now = now.Add(5 * time.Second)
+	clock.Advance(5 * time.Second)
 	d.shared(d.now())
 	if f.builds.Load() != 2 {
 		t.Fatal("not rebuilt 10 s after a 1 s build")
@@ -179,9 +180,9 @@ func TestSnapshotRebuildsNoMoreOftenThanTenBuildTimes(t *testing.T) {
 // the next task goes to the free sibling.
 func TestForeignLoadIsPerReplica(t *testing.T) {
 	f := &versionedFleet{}
-	d, now := newSnapshotDispatcher(t, f, &countingUtil{})
+	d, clock := newSnapshotDispatcher(t, f, &countingUtil{})
 	busy := schedtest.Pool("pool-0").Replica("r0").Slots(2, 0).Obj() // its engine reports 2 busy, none ours
-	busy.Pool.SlotsObservedAt = *now
+	busy.Pool.SlotsObservedAt = clock.Now()
 	f.set(busy, schedtest.Pool("pool-0").Replica("r1").Slots(2, 2).Obj())
 	f.version.Add(1)
 	// Placement dates the reports as it builds its snapshot.

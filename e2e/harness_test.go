@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/llorch/llorch/api"
+	"github.com/llorch/llorch/clocktest"
 )
 
 // binDir holds the binaries built once by TestMain.
@@ -139,20 +140,10 @@ func freePort(t testing.TB) int {
 
 func addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
 
-// waitFor polls cond every 20ms until it holds or d passes, and returns the
-// time it took.
+// waitFor is clocktest.WaitFor, under the short name the e2e tests use.
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
-	begin := time.Now()
-	for {
-		if cond() {
-			return time.Since(begin)
-		}
-		if time.Since(begin) > d {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return clocktest.WaitFor(t, d, what, cond)
 }
 
 func waitHealthy(t testing.TB, base string) {

@@ -336,7 +336,7 @@ func TestInferencePath(t *testing.T) {
 		m := get(t, f.url+"/metrics")
 		for _, want := range []string{"llorch_tasks_total{outcome=\"completed\"}", "llorch_tasks_total{outcome=\"cancelled\"}",
 			"llorch_tasks_total{outcome=\"worker_reset\"} 1", "llorch_placement_decisions_total{outcome=\"placed\"}",
-			"llorch_placement_duration_seconds_count", "llorch_task_time_to_first_token_seconds_count{pool_id=\"pool-0\"}",
+			"llorch_placement_duration_seconds_count", "llorch_task_time_to_first_token_seconds_count{node_id=\"node-",
 			"llorch_proxy_overhead_seconds_count", "llorch_admission_queue_depth{priority=\"batch\"} 0"} {
 			if !strings.Contains(m, want) {
 				t.Errorf("control plane metrics lack %s", want)

@@ -54,7 +54,14 @@ func (st Stats) Load() pool.Load {
 	if st.BusySource == "" {
 		return pool.Load{}
 	}
-	return pool.Load{Busy: st.SlotsBusy, Deferred: int(math.Round(st.RequestsDeferred)), At: st.At}
+	l := pool.Load{Busy: st.SlotsBusy, Deferred: int(math.Round(st.RequestsDeferred)), At: st.At}
+	if st.PredictedSeconds > 0 {
+		l.DecodeTPS = st.TokensPredictedTotal / st.PredictedSeconds
+	}
+	if st.PromptSecondsTotal > 0 {
+		l.PromptTPS = st.PromptTokensTotal / st.PromptSecondsTotal
+	}
+	return l
 }
 
 // PoolLister lists the pools whose engines to poll (the pool table).

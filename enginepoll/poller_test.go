@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/llorch/llorch/clocktest"
 	"github.com/llorch/llorch/handoff"
 	"github.com/llorch/llorch/pool"
 	"github.com/llorch/llorch/simengine"
@@ -33,13 +34,7 @@ func TestRunStops(t *testing.T) {
 		defer close(done)
 		scraper.Run(ctx)
 	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for !scraper.Stats()["p"].Up {
-		if time.Now().After(deadline) {
-			t.Fatal("Run never polled the engine")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	clocktest.WaitFor(t, 5*time.Second, "Run to poll the engine", func() bool { return scraper.Stats()["p"].Up })
 	cancel()
 	select {
 	case <-done:
@@ -78,5 +73,26 @@ func TestSum(t *testing.T) {
 				t.Errorf("Sum =\n  %+v\nwant\n  %+v", got, tt.want)
 			}
 		})
+	}
+}
+
+// A poll tells the pool table the engine's own speeds, from its counters,
+// so heartbeats carry them to placement.
+func TestLoadCarriesTheEnginesSpeeds(t *testing.T) {
+	at := time.Now()
+	for _, tc := range []struct {
+		name                 string
+		st                   Stats
+		decode, prompt, busy float64
+	}{
+		{"counters", Stats{At: at, Up: true, MetricsUp: true, BusySource: BusyFromMetrics, SlotsBusy: 1,
+			TokensPredictedTotal: 300, PredictedSeconds: 2, PromptTokensTotal: 1000, PromptSecondsTotal: 0.5}, 150, 2000, 1},
+		{"no time yet", Stats{At: at, Up: true, SlotsUp: true, BusySource: BusyFromSlots, SlotsBusy: 2}, 0, 0, 2},
+		{"nothing answered", Stats{At: at}, 0, 0, 0},
+	} {
+		l := tc.st.Load()
+		if l.DecodeTPS != tc.decode || l.PromptTPS != tc.prompt || float64(l.Busy) != tc.busy {
+			t.Errorf("%s: Load() = %+v, want decode %v, prompt %v, busy %v", tc.name, l, tc.decode, tc.prompt, tc.busy)
+		}
 	}
 }

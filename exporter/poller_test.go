@@ -12,29 +12,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
+
+	"github.com/llorch/llorch/clocktest"
 )
-
-// fakeClock is the poller's injected clock.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // stuckSource answers reads at once; with hang set, reads after the first
 // block, ignoring their context as a hung driver call does, until release
@@ -119,7 +99,7 @@ func TestPollerHungReadNeverBlocksTheScrape(t *testing.T) {
 	src := newStuckSource(true)
 	const interval, maxAge = 20 * time.Millisecond, 10 * time.Second
 	p := NewPoller(src, interval, maxAge)
-	clock := newFakeClock()
+	clock := clocktest.New(time.Time{})
 	p.now = clock.Now
 	reg := gpuRegistry(p, src.Name())
 	ctx := context.Background()
@@ -172,14 +152,13 @@ llorch_gpu_source_data_age_seconds{source="stuck"} 15
 	// The driver comes back: the stuck read ends and the next poll reads
 	// again.
 	close(src.release)
-	deadline := time.Now().Add(5 * time.Second)
-	for src.Calls() < 3 {
-		if time.Now().After(deadline) {
-			t.Fatal("no new read after the stuck one returned")
+	clocktest.WaitFor(t, 5*time.Second, "a new read after the stuck one returned", func() bool {
+		if src.Calls() >= 3 {
+			return true
 		}
 		p.poll(ctx)
-		time.Sleep(time.Millisecond)
-	}
+		return false
+	})
 	checkGPUState(t, reg, "stuck", "1", "1", 4)
 }
 
@@ -207,22 +186,18 @@ func TestPollerRunStopsWhileReadHangs(t *testing.T) {
 		t.Fatal("Run did not return after cancel while a read hangs")
 	}
 	close(src.release) // let the hung read finish before the leak check
-	for {
+	clocktest.WaitFor(t, 5*time.Second, "the hung read to finish", func() bool {
 		p.mu.Lock()
-		inFlight := p.inFlight
-		p.mu.Unlock()
-		if !inFlight {
-			break
-		}
-		time.Sleep(time.Millisecond)
-	}
+		defer p.mu.Unlock()
+		return !p.inFlight
+	})
 }
 
 func TestPollerFailingSource(t *testing.T) {
 	src := newStuckSource(false)
 	src.SetErr(errors.New("nvml: GPU is lost"))
 	p := NewPoller(src, time.Second, time.Minute)
-	clock := newFakeClock()
+	clock := clocktest.New(time.Time{})
 	p.now = clock.Now
 	reg := gpuRegistry(p, "nvml")
 

@@ -16,24 +16,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"go.uber.org/goleak"
+
+	"github.com/llorch/llorch/clocktest"
 )
 
 // TestMain checks that no test leaves a goroutine behind: every watcher,
 // with its fsnotify reader, must stop once its context is canceled.
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
-}
-
-// waitFor polls cond every 5ms until it holds, failing the test after 5s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // sinkEvent is one call a recordingSink received.
@@ -185,7 +175,7 @@ func startWatcher(t *testing.T, mode Mode, setup func(dir string)) *running {
 	})
 	// Until the first scan has run, a file written now could be loaded by
 	// both that scan and an fsnotify event; the tests count exactly.
-	waitFor(t, "the first scan", func() bool { return r.sink.has(r.ready) })
+	clocktest.WaitFor(t, 5*time.Second, "the first scan", func() bool { return r.sink.has(r.ready) })
 	return r
 }
 
@@ -196,7 +186,7 @@ func (r *running) processed(outcome string) float64 {
 // waitProcessed waits until the outcome's counter reaches n.
 func (r *running) waitProcessed(t *testing.T, outcome string, n float64) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("%s count %v", outcome, n), func() bool { return r.processed(outcome) >= n })
+	clocktest.WaitFor(t, 5*time.Second, fmt.Sprintf("%s count %v", outcome, n), func() bool { return r.processed(outcome) >= n })
 }
 
 // marker writes a valid handoff file that sorts after every other name and
@@ -209,7 +199,7 @@ func (r *running) marker(t *testing.T, name string) {
 		t.Fatalf("marker %q must sort last", name)
 	}
 	path := writeHandoff(t, r.dir, name, handoffFor(strings.TrimSuffix(name, ".json"), 1))
-	waitFor(t, "marker "+name, func() bool { return r.sink.has(path) })
+	clocktest.WaitFor(t, 5*time.Second, "marker "+name, func() bool { return r.sink.has(path) })
 }
 
 func TestWatcher(t *testing.T) {
@@ -268,7 +258,7 @@ func testCreate(t *testing.T, mode Mode) {
 	r := startWatcher(t, mode, nil)
 	h := handoffFor("pool-0", 4)
 	path := writeHandoff(t, r.dir, "pool-0_r0.json", h)
-	waitFor(t, "upsert", func() bool { return r.sink.holds(path, h) })
+	clocktest.WaitFor(t, 5*time.Second, "upsert", func() bool { return r.sink.holds(path, h) })
 	r.marker(t, "zz-marker.json")
 	if n := r.sink.count("upsert", path); n != 1 {
 		t.Errorf("%d upserts for one created file, want 1", n)
@@ -282,11 +272,11 @@ func testReplace(t *testing.T, mode Mode) {
 	r := startWatcher(t, mode, nil)
 	h1 := handoffFor("pool-0", 4)
 	path := writeHandoff(t, r.dir, "pool-0_r0.json", h1)
-	waitFor(t, "first version", func() bool { return r.sink.holds(path, h1) })
+	clocktest.WaitFor(t, 5*time.Second, "first version", func() bool { return r.sink.holds(path, h1) })
 	h2 := handoffFor("pool-0", 8)
 	h2.SlotsFree, h2.PID, h2.EngineVersion = 5, 2000, "b4800"
 	writeHandoff(t, r.dir, "pool-0_r0.json", h2)
-	waitFor(t, "second version", func() bool { return r.sink.holds(path, h2) })
+	clocktest.WaitFor(t, 5*time.Second, "second version", func() bool { return r.sink.holds(path, h2) })
 	// Replacing by rename never goes through "no file": the pool must not
 	// flap to not-ready.
 	if n := r.sink.count("remove", path); n != 0 {
@@ -303,7 +293,7 @@ func testReplaceSameStamp(t *testing.T, mode Mode) {
 	h1 := handoffFor("pool-0", 4)
 	h1.PID = 1111
 	path := writeHandoff(t, r.dir, "pool-0_r0.json", h1)
-	waitFor(t, "first version", func() bool { return r.sink.holds(path, h1) })
+	clocktest.WaitFor(t, 5*time.Second, "first version", func() bool { return r.sink.holds(path, h1) })
 	old, err := os.Stat(path)
 	if err != nil {
 		t.Fatal(err)
@@ -319,18 +309,18 @@ func testReplaceSameStamp(t *testing.T, mode Mode) {
 			t.Fatal(err)
 		}
 	})
-	waitFor(t, "second version", func() bool { return r.sink.holds(path, h2) })
+	clocktest.WaitFor(t, 5*time.Second, "second version", func() bool { return r.sink.holds(path, h2) })
 }
 
 func testDelete(t *testing.T, mode Mode) {
 	r := startWatcher(t, mode, nil)
 	h := handoffFor("pool-0", 4)
 	path := writeHandoff(t, r.dir, "pool-0_r0.json", h)
-	waitFor(t, "upsert", func() bool { return r.sink.holds(path, h) })
+	clocktest.WaitFor(t, 5*time.Second, "upsert", func() bool { return r.sink.holds(path, h) })
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "remove", func() bool { return r.sink.count("remove", path) == 1 })
+	clocktest.WaitFor(t, 5*time.Second, "remove", func() bool { return r.sink.count("remove", path) == 1 })
 	if r.sink.has(path) {
 		t.Errorf("sink still holds %s after delete", path)
 	}
@@ -383,7 +373,7 @@ func testGarbageKeepsReplica(t *testing.T, mode Mode) {
 	r := startWatcher(t, mode, nil)
 	h := handoffFor("pool-0", 4)
 	path := writeHandoff(t, r.dir, "pool-0_r0.json", h)
-	waitFor(t, "upsert", func() bool { return r.sink.holds(path, h) })
+	clocktest.WaitFor(t, 5*time.Second, "upsert", func() bool { return r.sink.holds(path, h) })
 
 	// A writer that renames garbage into place.
 	writeAtomic(t, r.dir, "pool-0_r0.json", []byte(`{"pool_id":`), nil)
@@ -405,7 +395,7 @@ func testGarbageKeepsReplica(t *testing.T, mode Mode) {
 	// A good file again replaces the kept replica.
 	h2 := handoffFor("pool-0", 2)
 	writeHandoff(t, r.dir, "pool-0_r0.json", h2)
-	waitFor(t, "recovered version", func() bool { return r.sink.holds(path, h2) })
+	clocktest.WaitFor(t, 5*time.Second, "recovered version", func() bool { return r.sink.holds(path, h2) })
 }
 
 func testIgnoredNames(t *testing.T, mode Mode) {
@@ -456,7 +446,7 @@ func testSymlink(t *testing.T, mode Mode) {
 	if err := os.Symlink(target, link); err != nil {
 		t.Skipf("symlinks unavailable: %v", err)
 	}
-	waitFor(t, "upsert", func() bool { return r.sink.holds(link, h) })
+	clocktest.WaitFor(t, 5*time.Second, "upsert", func() bool { return r.sink.holds(link, h) })
 	// Two later scans (polling) or events (fsnotify) have run after these.
 	r.marker(t, "zz-marker1.json")
 	r.marker(t, "zz-marker2.json")
@@ -466,7 +456,7 @@ func testSymlink(t *testing.T, mode Mode) {
 	if err := os.Remove(link); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "remove", func() bool { return r.sink.count("remove", link) == 1 })
+	clocktest.WaitFor(t, 5*time.Second, "remove", func() bool { return r.sink.count("remove", link) == 1 })
 }
 
 func TestNewWatcher(t *testing.T) {
@@ -556,7 +546,7 @@ func TestFsnotifyFindsAReplacedDirectory(t *testing.T) {
 		}
 	}()
 	old := writeHandoff(t, dir, "pool-0_r0.json", handoffFor("pool-0", 2))
-	waitFor(t, "the first file", func() bool { return sink.has(old) })
+	clocktest.WaitFor(t, 5*time.Second, "the first file", func() bool { return sink.has(old) })
 
 	if err := os.Rename(dir, dir+".old"); err != nil {
 		t.Fatal(err)
@@ -565,9 +555,9 @@ func TestFsnotifyFindsAReplacedDirectory(t *testing.T) {
 		t.Fatal(err)
 	}
 	fresh := writeHandoff(t, dir, "pool-1_r0.json", handoffFor("pool-1", 4))
-	waitFor(t, "the replaced directory's file", func() bool { return sink.has(fresh) })
+	clocktest.WaitFor(t, 5*time.Second, "the replaced directory's file", func() bool { return sink.has(fresh) })
 	// The old directory's file went with it (same name, gone from dir).
-	waitFor(t, "the old file removed", func() bool { return !sink.has(old) })
+	clocktest.WaitFor(t, 5*time.Second, "the old file removed", func() bool { return !sink.has(old) })
 	later := writeHandoff(t, dir, "pool-2_r0.json", handoffFor("pool-2", 1))
-	waitFor(t, "a file written into the new directory", func() bool { return sink.has(later) })
+	clocktest.WaitFor(t, 5*time.Second, "a file written into the new directory", func() bool { return sink.has(later) })
 }

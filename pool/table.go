@@ -54,6 +54,10 @@ type Load struct {
 	// time says the busy slots are unknown: the poll failed, or nothing
 	// polled the pool yet.
 	At time.Time
+	// DecodeTPS and PromptTPS are the engine's speeds by its own
+	// counters since it started (one slot's tokens/s generating; prompt
+	// tokens/s); 0 when unknown.
+	DecodeTPS, PromptTPS float64
 }
 
 // Known reports whether l holds an observation.
@@ -335,6 +339,7 @@ func (r *replica) state() api.ReplicaState {
 		rs.SlotsFree = max(0, rs.SlotsTotal-r.load.Busy)
 		rs.RequestsDeferred = max(0, r.load.Deferred)
 		rs.SlotsObservedAt = r.load.At
+		rs.DecodeTPS, rs.PromptTPS = r.load.DecodeTPS, r.load.PromptTPS
 	}
 	return rs
 }

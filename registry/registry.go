@@ -307,6 +307,23 @@ func (r *Registry) List(includeOffline bool) []api.NodeInfo {
 	return out
 }
 
+// Address is where a node's agent listens.
+type Address struct{ NodeID, URL string }
+
+// Addresses lists the agents of the nodes that are not offline, in no
+// order, without copying their pools and GPUs as List does.
+func (r *Registry) Addresses() []Address {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]Address, 0, len(r.nodes))
+	for id, n := range r.nodes {
+		if n.status != api.StatusOffline {
+			out = append(out, Address{NodeID: id, URL: n.req.Address})
+		}
+	}
+	return out
+}
+
 // Version changes whenever a node registers, heartbeats, deregisters or
 // expires; caches of List compare it to know they are stale.
 func (r *Registry) Version() uint64 { return r.version.Load() }

@@ -13,22 +13,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/llorch/llorch/api"
+	"github.com/llorch/llorch/clocktest"
 )
 
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
+var _ Clock = (*clocktest.Clock)(nil)
 
-func (c *fakeClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	c.mu.Unlock()
-}
-
-func newTestRegistry(timeout time.Duration) (*Registry, *fakeClock) {
-	clk := &fakeClock{now: time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)}
+func newTestRegistry(timeout time.Duration) (*Registry, *clocktest.Clock) {
+	clk := clocktest.New(time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC))
 	return New(Options{Timeout: timeout, Clock: clk, Logger: slog.New(slog.DiscardHandler)}), clk
 }
 
@@ -49,13 +40,13 @@ func TestLifecycle(t *testing.T) {
 	const timeout = 30 * time.Second
 	type step struct {
 		name    string
-		do      func(r *Registry, c *fakeClock) error
+		do      func(r *Registry, c *clocktest.Clock) error
 		wantErr error
 		want    string // status of node "n1" after the step
 	}
-	hb := func(r *Registry, _ *fakeClock) error { return r.Heartbeat("n1", api.HeartbeatRequest{}) }
-	advance := func(d time.Duration) func(*Registry, *fakeClock) error {
-		return func(r *Registry, c *fakeClock) error { c.Advance(d); r.ExpireStale(); return nil }
+	hb := func(r *Registry, _ *clocktest.Clock) error { return r.Heartbeat("n1", api.HeartbeatRequest{}) }
+	advance := func(d time.Duration) func(*Registry, *clocktest.Clock) error {
+		return func(r *Registry, c *clocktest.Clock) error { c.Advance(d); r.ExpireStale(); return nil }
 	}
 	tests := []struct {
 		name  string
@@ -65,15 +56,15 @@ func TestLifecycle(t *testing.T) {
 			{"hb", hb, ErrUnknownNode, "absent"},
 		}},
 		{"register is online", []step{
-			{"register", func(r *Registry, _ *fakeClock) error { r.Register(reg("n1")); return nil }, nil, api.StatusOnline},
+			{"register", func(r *Registry, _ *clocktest.Clock) error { r.Register(reg("n1")); return nil }, nil, api.StatusOnline},
 		}},
 		{"timeout boundary is exclusive", []step{
-			{"register", func(r *Registry, _ *fakeClock) error { r.Register(reg("n1")); return nil }, nil, api.StatusOnline},
+			{"register", func(r *Registry, _ *clocktest.Clock) error { r.Register(reg("n1")); return nil }, nil, api.StatusOnline},
 			{"at timeout", advance(timeout), nil, api.StatusOnline},
 			{"just past", advance(time.Millisecond), nil, api.StatusOffline},
 		}},
 		{"heartbeats keep it online", []step{
-			{"register", func(r *Registry, _ *fakeClock) error { r.Register(reg("n1")); return nil }, nil, api.StatusOnline},
+			{"register", func(r *Registry, _ *clocktest.Clock) error { r.Register(reg("n1")); return nil }, nil, api.StatusOnline},
 			{"20s", advance(20 * time.Second), nil, api.StatusOnline},
 			{"hb", hb, nil, api.StatusOnline},
 			{"20s more", advance(20 * time.Second), nil, api.StatusOnline},
@@ -81,27 +72,27 @@ func TestLifecycle(t *testing.T) {
 			{"31s silent", advance(31 * time.Second), nil, api.StatusOffline},
 		}},
 		{"offline recovers on next heartbeat", []step{
-			{"register", func(r *Registry, _ *fakeClock) error { r.Register(reg("n1")); return nil }, nil, api.StatusOnline},
+			{"register", func(r *Registry, _ *clocktest.Clock) error { r.Register(reg("n1")); return nil }, nil, api.StatusOnline},
 			{"silent", advance(time.Minute), nil, api.StatusOffline},
 			{"hb", hb, nil, api.StatusOnline},
 		}},
 		{"draining heartbeat", []step{
-			{"register", func(r *Registry, _ *fakeClock) error { r.Register(reg("n1")); return nil }, nil, api.StatusOnline},
-			{"drain", func(r *Registry, _ *fakeClock) error {
+			{"register", func(r *Registry, _ *clocktest.Clock) error { r.Register(reg("n1")); return nil }, nil, api.StatusOnline},
+			{"drain", func(r *Registry, _ *clocktest.Clock) error {
 				return r.Heartbeat("n1", api.HeartbeatRequest{Pools: []api.PoolState{{PoolID: "p", Draining: true}}})
 			}, nil, api.StatusDraining},
 			{"draining also expires", advance(time.Minute), nil, api.StatusOffline},
 		}},
 		{"deregister removes", []step{
-			{"register", func(r *Registry, _ *fakeClock) error { r.Register(reg("n1")); return nil }, nil, api.StatusOnline},
-			{"deregister", func(r *Registry, _ *fakeClock) error { return r.Deregister("n1") }, nil, "absent"},
-			{"again", func(r *Registry, _ *fakeClock) error { return r.Deregister("n1") }, ErrUnknownNode, "absent"},
+			{"register", func(r *Registry, _ *clocktest.Clock) error { r.Register(reg("n1")); return nil }, nil, api.StatusOnline},
+			{"deregister", func(r *Registry, _ *clocktest.Clock) error { return r.Deregister("n1") }, nil, "absent"},
+			{"again", func(r *Registry, _ *clocktest.Clock) error { return r.Deregister("n1") }, ErrUnknownNode, "absent"},
 			{"hb after", hb, ErrUnknownNode, "absent"},
 		}},
 		{"re-register overwrites and revives", []step{
-			{"register", func(r *Registry, _ *fakeClock) error { r.Register(reg("n1")); return nil }, nil, api.StatusOnline},
+			{"register", func(r *Registry, _ *clocktest.Clock) error { r.Register(reg("n1")); return nil }, nil, api.StatusOnline},
 			{"silent", advance(time.Minute), nil, api.StatusOffline},
-			{"register", func(r *Registry, _ *fakeClock) error { r.Register(reg("n1")); return nil }, nil, api.StatusOnline},
+			{"register", func(r *Registry, _ *clocktest.Clock) error { r.Register(reg("n1")); return nil }, nil, api.StatusOnline},
 		}},
 	}
 	for _, tt := range tests {
@@ -388,5 +379,18 @@ func TestHeartbeatDatesEnginePolls(t *testing.T) {
 				t.Errorf("pool-1, never polled, observed at %v", n.Pools[1].SlotsObservedAt)
 			}
 		})
+	}
+}
+
+func TestAddressesLeaveOutOfflineNodes(t *testing.T) {
+	r, clk := newTestRegistry(10 * time.Second)
+	r.Register(reg("n1"))
+	r.Register(reg("n2"))
+	clk.Advance(11 * time.Second)
+	_ = r.Heartbeat("n1", api.HeartbeatRequest{})
+	r.ExpireStale() // n2 offline
+	got := r.Addresses()
+	if len(got) != 1 || got[0].NodeID != "n1" || got[0].URL != reg("n1").Address {
+		t.Errorf("Addresses() = %+v, want n1 alone", got)
 	}
 }

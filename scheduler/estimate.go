@@ -71,12 +71,19 @@ type Estimate struct {
 }
 
 // speedOf picks the best-known speed of c: learned, else the engine's
-// counters while fresh, else the fleet's prior (or the defaults).
+// counters (as freshly scraped, else as its heartbeat reported them), else
+// the fleet's prior (or the defaults).
 func speedOf(state *State, c *Candidate) (Speed, string) {
 	if c.Speed.Samples > 0 {
 		return c.Speed, SpeedLearned
 	}
 	s, src := state.Prior, SpeedPrior
+	if c.Reported.DecodeTPS > 0 {
+		s.DecodeTPS, s.Service, src = c.Reported.DecodeTPS, 0, SpeedEngine
+	}
+	if c.Reported.PrefillTPS > 0 {
+		s.PrefillTPS = c.Reported.PrefillTPS
+	}
 	if state.Fresh(c.Util) {
 		if r := c.Util.TokenRate; r > 0 && !math.IsNaN(r) {
 			s.DecodeTPS, src = r, SpeedEngine

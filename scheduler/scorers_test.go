@@ -41,8 +41,12 @@ func TestScorers(t *testing.T) {
 				p("engine", "p").Util(schedtest.Util(fresh).TokenRate(100).Obj()).Obj(),
 				// Stale counters: the defaults, 50 tokens/s: 20 + 220 ms.
 				p("stale", "p").Util(schedtest.Util(old).TokenRate(1000).Obj()).Obj(),
+				// No scrape, but the engine's counters in its heartbeat.
+				p("reported", "p").Reported(scheduler.Speed{DecodeTPS: 100}).Obj(),
+				// A fresh scrape is newer than the heartbeat's counters.
+				p("both", "p").Reported(scheduler.Speed{DecodeTPS: 50}).Util(schedtest.Util(fresh).TokenRate(100).Obj()).Obj(),
 			},
-			want: map[string]int64{"a/p": 100, "b/p": 55, "busy/p": 69, "engine/p": 86, "stale/p": 50},
+			want: map[string]int64{"a/p": 100, "b/p": 55, "busy/p": 69, "engine/p": 86, "stale/p": 50, "reported/p": 86, "both/p": 86},
 		},
 		{
 			name: "expected latency: prefill of the prompt", plugin: scheduler.ExpectedLatency{},

@@ -32,6 +32,10 @@ type Candidate struct {
 	Waiting int
 	// Speed is the pool's learned speed (see Speed).
 	Speed Speed
+	// Reported is the speed the engine's own counters gave in its
+	// heartbeat (DecodeTPS and PrefillTPS; 0: unknown): the seed of a pool
+	// never measured when no fresh utilisation reading has it.
+	Reported Speed
 	// Util is scraped utilisation; Util.At is zero when none is fresh.
 	Util Utilization
 	// RecentFailure is when a dispatch to this pool last failed.

@@ -29,7 +29,9 @@ type LastErrorSink interface {
 }
 
 // Breaker opens after MaxCrashes crashes within Window; while open the
-// engine is not restarted, then one restart is tried after Cooldown.
+// engine is not restarted. After Cooldown one start is tried: the breaker
+// closes once that engine is healthy, and opens again for another Cooldown
+// if it fails.
 type Breaker struct {
 	MaxCrashes int
 	Window     time.Duration
@@ -232,6 +234,10 @@ type runner struct {
 	pid     int
 	client  *engine.Client // of the ready engine; nil otherwise
 	crashes []time.Time    // owned by loop
+	// open is set while the breaker is open, and stays set through the
+	// try after the cooldown until an engine is healthy. Owned by loop
+	// (runOnce runs on its goroutine).
+	open bool
 }
 
 func (r *runner) currentPID() int {
@@ -279,16 +285,25 @@ func (r *runner) loop() {
 		if time.Since(began) > r.sup.opts.Backoff.Max {
 			attempt = 0
 		}
-		if r.recordCrash(time.Now()) {
+		// Still open here, the breaker was half open: the one try after
+		// the cooldown failed, and it opens again at once.
+		reopen := r.open
+		if reopen || r.recordCrash(time.Now()) {
 			b := r.sup.opts.Breaker
-			msg = fmt.Sprintf("circuit breaker open after %d crashes in %v, next try in %v: %s", b.MaxCrashes, b.Window, b.Cooldown, msg)
-			r.sup.opts.Errors.SetLastError(r.spec.PoolID, msg)
+			if reopen {
+				msg = fmt.Sprintf("circuit breaker open again: the try after the cooldown failed, next try in %v: %s", b.Cooldown, msg)
+			} else {
+				msg = fmt.Sprintf("circuit breaker open after %d crashes in %v, next try in %v: %s", b.MaxCrashes, b.Window, b.Cooldown, msg)
+			}
+			r.open = true
 			r.sup.metrics.breakerOpen.WithLabelValues(r.spec.PoolID).Set(1)
+			r.sup.opts.Errors.SetLastError(r.spec.PoolID, msg)
 			r.log.Error("engine keeps crashing: not restarting it", "cooldown", b.Cooldown, "err", err)
 			if !r.wait(b.Cooldown) {
 				return
 			}
-			r.sup.metrics.breakerOpen.WithLabelValues(r.spec.PoolID).Set(0)
+			// Half open: one start is tried; the breaker reads open until
+			// that engine is healthy (closeBreaker).
 			attempt = 0
 			continue
 		}
@@ -300,6 +315,18 @@ func (r *runner) loop() {
 			return
 		}
 	}
+}
+
+// closeBreaker closes an open breaker: an engine started after the
+// cooldown is healthy. Called by runOnce, on loop's goroutine.
+func (r *runner) closeBreaker() {
+	if !r.open {
+		return
+	}
+	r.open = false
+	r.crashes = r.crashes[:0]
+	r.sup.metrics.breakerOpen.WithLabelValues(r.spec.PoolID).Set(0)
+	r.log.Info("engine healthy after the cooldown: circuit breaker closed")
 }
 
 // recordCrash notes a crash and reports whether the breaker is now open.
@@ -371,6 +398,7 @@ func (r *runner) runOnce() error {
 		r.terminate(cmd, exited)
 		return nil
 	}
+	r.closeBreaker()
 	version := "unknown"
 	pctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	if props, err := client.Props(pctx); err == nil && props.BuildInfo != "" {

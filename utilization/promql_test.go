@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/llorch/llorch/clocktest"
 	"github.com/llorch/llorch/scheduler"
 )
 
@@ -216,9 +217,9 @@ func TestPromQLRun(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() { p.Run(ctx, slog.New(slog.DiscardHandler)); close(done) }()
-	waitFor(t, func() bool { return p.Err() != nil })
+	clocktest.WaitFor(t, 5*time.Second, "a failing query", func() bool { return p.Err() != nil })
 	f.set(func(f *fakeProm) { f.errStatus = 0 })
-	waitFor(t, func() bool { return p.Err() == nil && !p.Get("a", "pool-0", "").At.IsZero() })
+	clocktest.WaitFor(t, 5*time.Second, "readings after recovery", func() bool { return p.Err() == nil && !p.Get("a", "pool-0", "").At.IsZero() })
 	cancel()
 	<-done
 }
@@ -226,17 +227,6 @@ func TestPromQLRun(t *testing.T) {
 func TestNewPromQLBadURL(t *testing.T) {
 	if _, err := NewPromQL("://nope", time.Second); err == nil {
 		t.Error("NewPromQL accepted a malformed URL")
-	}
-}
-
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in 5s")
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -28,6 +28,7 @@ type Target struct {
 type Scraper struct {
 	targets  func() []Target
 	interval time.Duration
+	maxRate  int // scrapes per second at most
 	client   *http.Client
 	now      func() time.Time
 	log      *slog.Logger
@@ -56,19 +57,31 @@ func NewScraper(targets func() []Target, interval time.Duration, log *slog.Logge
 		log = slog.Default()
 	}
 	return &Scraper{
-		targets: targets, interval: interval, now: time.Now, log: log,
+		targets: targets, interval: interval, now: time.Now, log: log, maxRate: DefaultMaxScrapeRate,
 		client:   &http.Client{Timeout: interval},
 		readings: readings{nodes: map[string]nodeReading{}},
 		health:   map[string]*targetHealth{},
 	}
 }
 
-// Run scrapes until ctx is done.
+// DefaultMaxScrapeRate bounds the embedded scraper's scrapes per second: a
+// fleet beyond rate × interval nodes is scraped in turns, each node less
+// often, so the control plane's cost stops growing with the fleet; its
+// readings then age past the staleness bound and placement uses the
+// heartbeats' (which carry the same load, GPU and speed figures). At the
+// default interval that is 40 nodes scraped every 2 s; beyond a few
+// hundred nodes, point --prometheus-url at the Prometheus that scrapes
+// them anyway.
+const DefaultMaxScrapeRate = 20
+
+// Run scrapes until ctx is done: every interval, the next maxRate ×
+// interval targets in turn (all of them in a small fleet).
 func (s *Scraper) Run(ctx context.Context) {
 	t := time.NewTicker(s.interval)
 	defer t.Stop()
+	next := 0
 	for {
-		s.ScrapeAll(ctx)
+		next = s.scrapeTurn(ctx, next)
 		select {
 		case <-ctx.Done():
 			return
@@ -77,10 +90,34 @@ func (s *Scraper) Run(ctx context.Context) {
 	}
 }
 
+// scrapeTurn scrapes the targets' turn starting at next, at most maxRate ×
+// interval of them, and returns where the next turn starts.
+func (s *Scraper) scrapeTurn(ctx context.Context, next int) int {
+	targets := s.targets()
+	batch := max(1, int(float64(s.maxRate)*s.interval.Seconds()))
+	if len(targets) <= batch {
+		s.scrape(ctx, targets, targets)
+		return 0
+	}
+	start := next % len(targets)
+	turn := make([]Target, batch)
+	for i := range turn {
+		turn[i] = targets[(start+i)%len(targets)]
+	}
+	s.scrape(ctx, turn, targets)
+	return (start + batch) % len(targets)
+}
+
 // ScrapeAll scrapes every target once, concurrently (at most 32 at a time).
 // A failed scrape keeps the node's last reading, which ages into staleness.
 func (s *Scraper) ScrapeAll(ctx context.Context) {
 	targets := s.targets()
+	s.scrape(ctx, targets, targets)
+}
+
+// scrape scrapes targets, concurrently (at most 32 at a time), and forgets
+// the nodes that are not among all.
+func (s *Scraper) scrape(ctx context.Context, targets, all []Target) {
 	sem := make(chan struct{}, 32)
 	var wg sync.WaitGroup
 	for _, t := range targets {
@@ -89,7 +126,7 @@ func (s *Scraper) ScrapeAll(ctx context.Context) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			r, err := s.scrape(ctx, t)
+			r, err := s.scrapeOne(ctx, t)
 			s.record(ctx, t, err)
 			if err != nil {
 				return
@@ -101,8 +138,8 @@ func (s *Scraper) ScrapeAll(ctx context.Context) {
 	}
 	wg.Wait()
 	// Forget nodes that left the registry.
-	keep := make(map[string]bool, len(targets))
-	for _, t := range targets {
+	keep := make(map[string]bool, len(all))
+	for _, t := range all {
 		keep[t.NodeID] = true
 	}
 	s.mu.Lock()
@@ -178,7 +215,7 @@ func (s *Scraper) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-func (s *Scraper) scrape(ctx context.Context, t Target) (nodeReading, error) {
+func (s *Scraper) scrapeOne(ctx context.Context, t Target) (nodeReading, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.interval)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(t.Address, "/")+"/metrics", nil)

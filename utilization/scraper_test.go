@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/llorch/llorch/clocktest"
 	"github.com/llorch/llorch/scheduler"
 )
 
@@ -214,27 +215,17 @@ func (a *agent) fail(status int) {
 	a.mu.Unlock()
 }
 
-// clock is a settable time source.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-
-func (c *clock) advance(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
-
 func TestScraper(t *testing.T) {
 	a := newAgent(t, agentScrape)
 	b := newAgent(t, strings.ReplaceAll(agentScrape, "gpu-node-1", "gpu-node-2"))
 	var mu sync.Mutex
 	targets := []Target{{NodeID: "a", Address: a.srv.URL + "/"}, {NodeID: "b", Address: b.srv.URL}}
 	s := NewScraper(func() []Target { mu.Lock(); defer mu.Unlock(); return append([]Target(nil), targets...) }, 2*time.Second, nil)
-	clk := &clock{t: t0}
-	s.now = clk.now
+	clk := clocktest.New(t0)
+	s.now = clk.Now
 	const stale = 10 * time.Second
 	fresh := func(u scheduler.Utilization) bool {
-		return (&scheduler.State{Now: clk.now(), StaleAfter: stale}).Fresh(u)
+		return (&scheduler.State{Now: clk.Now(), StaleAfter: stale}).Fresh(u)
 	}
 
 	s.ScrapeAll(t.Context())
@@ -268,7 +259,7 @@ func TestScraper(t *testing.T) {
 	// b fails: it keeps its old reading, which ages into staleness, while a's
 	// is renewed.
 	b.fail(http.StatusInternalServerError)
-	clk.advance(5 * time.Second)
+	clk.Advance(5 * time.Second)
 	s.ScrapeAll(t.Context())
 	if u := s.Get("a", "pool-0", ""); !u.At.Equal(t0.Add(5 * time.Second)) {
 		t.Errorf("a At = %v, want the second scrape", u.At)
@@ -277,7 +268,7 @@ func TestScraper(t *testing.T) {
 		t.Errorf("failing b: %+v, want the first reading, still fresh", u)
 	}
 	b.srv.Close() // now unreachable, not just failing
-	clk.advance(10 * time.Second)
+	clk.Advance(10 * time.Second)
 	s.ScrapeAll(t.Context())
 	if u := s.Get("b", "pool-0", ""); !u.At.Equal(t0) || fresh(u) {
 		t.Errorf("unreachable b: %+v, want the first reading, stale", u)
@@ -302,19 +293,11 @@ func TestScraperRun(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
 	go func() { s.Run(ctx); close(done) }()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	clocktest.WaitFor(t, 5*time.Second, "two scrapes at a 20ms interval", func() bool {
 		a.mu.Lock()
-		n := len(a.paths)
-		a.mu.Unlock()
-		if n >= 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d scrapes in 5s at a 20ms interval", n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		defer a.mu.Unlock()
+		return len(a.paths) >= 2
+	})
 	cancel()
 	<-done
 	if u := s.Get("a", "pool-0", ""); u.At.IsZero() || u.RequestsProcessing != 4 {
@@ -384,5 +367,48 @@ llorch_utilization_scrape_up{node_id="a"} %d
 		if err := testutil.GatherAndCompare(reg, strings.NewReader(metrics(st.up, st.fail))); err != nil {
 			t.Errorf("%s: %v", st.name, err)
 		}
+	}
+}
+
+// A fleet larger than the scrape budget is scraped in turns: each interval
+// at most rate × interval agents, every agent in turn, none twice in a
+// row.
+func TestScraperTakesTurnsOnALargeFleet(t *testing.T) {
+	var mu sync.Mutex
+	hits := map[string]int{}
+	agent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		hits[r.URL.Path]++
+		mu.Unlock()
+		_, _ = w.Write([]byte(agentScrape))
+	}))
+	defer agent.Close()
+	var targets []Target
+	for i := range 10 {
+		targets = append(targets, Target{NodeID: fmt.Sprint("n", i), Address: fmt.Sprintf("%s/n%d", agent.URL, i)})
+	}
+	s := NewScraper(func() []Target { return targets }, time.Second, nil)
+	s.maxRate = 4 // 4 agents a turn
+	next := 0
+	for turn := 1; turn <= 5; turn++ {
+		next = s.scrapeTurn(t.Context(), next)
+		mu.Lock()
+		total := 0
+		for _, n := range hits {
+			total += n
+		}
+		mu.Unlock()
+		if total != 4*turn {
+			t.Fatalf("after turn %d: %d scrapes, want %d", turn, total, 4*turn)
+		}
+	}
+	// 20 scrapes over 10 agents: each twice.
+	for i := range 10 {
+		if n := hits[fmt.Sprintf("/n%d/metrics", i)]; n != 2 {
+			t.Errorf("agent n%d scraped %d times in 5 turns, want 2", i, n)
+		}
+	}
+	if u := s.Get("n9", "pool-0", ""); u.At.IsZero() {
+		t.Error("a reading of a scraped agent is missing")
 	}
 }

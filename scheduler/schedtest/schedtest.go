@@ -56,6 +56,9 @@ func (w *CandidateWrapper) InFlight(n int) *CandidateWrapper { w.c.InFlight = n;
 // Foreign sets the load the engines reported beyond this control plane's.
 func (w *CandidateWrapper) Foreign(n int) *CandidateWrapper { w.c.Foreign = n; return w }
 
+// Reported sets the speed the engine's heartbeat reported.
+func (w *CandidateWrapper) Reported(s scheduler.Speed) *CandidateWrapper { w.c.Reported = s; return w }
+
 // Speed sets the pool's learned speed.
 func (w *CandidateWrapper) Speed(s scheduler.Speed) *CandidateWrapper { w.c.Speed = s; return w }
 
