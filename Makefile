@@ -9,7 +9,7 @@ FUZZTIME ?= 5s
 # go-nvml's C header marks functions deprecated; the warnings are noise.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
-.PHONY: help build test test-unit test-e2e test-rules lint fuzz bench bench-placement run observe clean tools promtool nginx gpu-check dashboards
+.PHONY: help build test test-unit test-e2e test-rules lint fuzz bench bench-placement bench-fleet soak run observe clean tools promtool nginx gpu-check dashboards
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -84,6 +84,12 @@ bench: ## benchmarks, one package at a time (2 cores: concurrent packages would 
 
 bench-placement: nginx ## placement quality: running llorch vs nginx least_conn and round robin over the same engines (<10 min)
 	$(GO) test -tags e2e -run '^$$' -bench PlacementRunning -benchtime 1x -count=1 -timeout 15m ./e2e
+
+bench-fleet: build nginx ## fleet-size figures (BENCHMARKS.md): 1k/10k/100k idle nodes, offline detection, sustained streaming vs nginx and direct (~25 min)
+	./scripts/bench-fleet.sh
+
+soak: build ## ten minutes of load on 1,000 virtual nodes with every fault, repeated; fails on any lost or hung task
+	./scripts/soak.sh
 
 # nginx (Debian's) fronts the engines in bench-placement.
 nginx:

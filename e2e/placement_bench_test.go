@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -575,4 +576,100 @@ func writeBenchJSON(b *testing.B, path string, r *benchReport) {
 	if err := os.WriteFile(path, append(out, '\n'), 0o644); err != nil {
 		b.Fatal(err)
 	}
+}
+
+// BenchmarkProxySustained measures the streaming path under open-loop
+// load: Poisson arrivals of 32-token streams at each rate of
+// LLORCH_BENCH_RATES (default 250,500,1000,1500 per second) for
+// LLORCH_BENCH_CELL (default 10 s), sent in one run straight to an engine
+// (no proxy: the floor), through nginx least_conn and through orchestratord
+// over the same two never-limiting engines. It prints, per rate, completed
+// requests/s and time to first token and end, and what each proxy adds to
+// the direct path's p50 and p99; the saturation point is the first rate a
+// path cannot complete (under 95 % done, or failures).
+func BenchmarkProxySustained(b *testing.B) {
+	nginx := findNginx()
+	if nginx == "" {
+		b.Skip("nginx not found (PATH, /usr/sbin/nginx): `make bench-fleet` installs it (apt-get install nginx-light)")
+	}
+	cell := envDuration(b, "LLORCH_BENCH_CELL", 10*time.Second)
+	var rates []float64
+	for _, s := range strings.Split(envOr("LLORCH_BENCH_RATES", "250,500,1000,1500"), ",") {
+		r, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+		if err != nil || r <= 0 {
+			b.Fatalf("LLORCH_BENCH_RATES: %q is no rate", s)
+		}
+		rates = append(rates, r)
+	}
+	f := benchFleet{name: "fast-2", tps: []float64{1e6, 1e6}, note: "two engines that are never the limit"}
+	cpURL, engines, lc, _ := startBenchFleet(b, f, nginx)
+	client := loadgen.NewClient()
+	defer client.CloseIdleConnections()
+	fmt.Printf("%-8s %-18s %9s %6s %10s %10s %10s %10s %12s %12s\n", "rate/s", "path", "done/s", "failed",
+		"ttft p50", "ttft p99", "lat p50", "lat p99", "added p50", "added p99")
+	for _, rate := range rates {
+		var direct *loadgen.Result
+		for _, path := range []string{"direct", policyLeastConn, policyLlorch} {
+			waitIdle(b, cpURL, engines, path == policyLlorch)
+			cfg := loadgen.Config{Model: benchModel, Rate: rate, Duration: cell, Grace: 10 * time.Second, Seed: 1,
+				MaxTokens: benchMaxTokens, PromptWords: benchPromptWords, Client: client}
+			var res *loadgen.Result
+			if path == "direct" {
+				res = runDirect(b, cfg, engines)
+			} else {
+				cfg.BaseURL = map[string]string{policyLeastConn: lc, policyLlorch: cpURL}[path]
+				var err error
+				if res, err = loadgen.Run(context.Background(), cfg); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if path == "direct" {
+				direct = res
+			}
+			added50, added99 := res.TTFT.P50-direct.TTFT.P50, res.TTFT.P99-direct.TTFT.P99
+			fmt.Printf("%-8.0f %-18s %9.1f %6d %10v %10v %10v %10v %12v %12v\n", rate, path, res.RequestsPerSecond,
+				res.Failed+res.Rejected+res.Unfinished, res.TTFT.P50.Round(10*time.Microsecond), res.TTFT.P99.Round(10*time.Microsecond),
+				res.Latency.P50.Round(10*time.Microsecond), res.Latency.P99.Round(10*time.Microsecond),
+				added50.Round(10*time.Microsecond), added99.Round(10*time.Microsecond))
+			if path == policyLlorch {
+				b.ReportMetric(float64(added99.Microseconds())/1000, fmt.Sprintf("llorch-added-ttft-p99-ms@%.0f", rate))
+			}
+			if bad := res.Failed + res.Rejected + res.Unfinished; bad > 0 || float64(res.Completed) < 0.95*float64(res.Offered) {
+				fmt.Printf("%-8.0f %-18s saturated: %d of %d completed (%v)\n", rate, path, res.Completed, res.Offered, firstErrors(res, 2))
+			}
+		}
+	}
+}
+
+// runDirect offers cfg's load straight to the engines, an equal share
+// (independent Poisson streams) to each, as a client that knew the fleet
+// would: no proxy between.
+func runDirect(b *testing.B, cfg loadgen.Config, engines []string) *loadgen.Result {
+	results := make([]*loadgen.Result, len(engines))
+	errs := make([]error, len(engines))
+	var wg sync.WaitGroup
+	for i, e := range engines {
+		c := cfg
+		c.BaseURL, c.Rate, c.Seed = e, cfg.Rate/float64(len(engines)), cfg.Seed+uint64(i)
+		wg.Go(func() { results[i], errs[i] = loadgen.Run(context.Background(), c) })
+	}
+	wg.Wait()
+	var records []loadgen.Record
+	var elapsed time.Duration
+	for i, r := range results {
+		if errs[i] != nil {
+			b.Fatal(errs[i])
+		}
+		records = append(records, r.Records...)
+		elapsed = max(elapsed, r.Elapsed)
+	}
+	res := loadgen.Summarize(records, elapsed)
+	return &res
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
 }

@@ -27,7 +27,7 @@ func newApp() *cli.App {
 			&cli.StringFlag{Name: "api-token", Usage: "bearer token", EnvVars: []string{"LLORCH_API_TOKEN"}},
 			&cli.DurationFlag{Name: "timeout", Value: 10 * time.Second, Usage: "request timeout (not of event streams, which last as long as their task)", EnvVars: []string{"LLORCH_TIMEOUT"}},
 		},
-		Commands:     []*cli.Command{nodesCommand(), submitCommand(), explainCommand(), simEngineCommand()},
+		Commands:     []*cli.Command{nodesCommand(), submitCommand(), explainCommand(), simEngineCommand(), loadtestCommand()},
 		OnUsageError: config.UsageError,
 		Before: func(c *cli.Context) error {
 			u, err := controlPlaneURL(c.String("url"))
