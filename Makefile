@@ -9,7 +9,7 @@ FUZZTIME ?= 5s
 # go-nvml's C header marks functions deprecated; the warnings are noise.
 export CGO_CFLAGS ?= -O2 -g -Wno-deprecated-declarations
 
-.PHONY: help build test test-unit test-e2e test-rules lint fuzz bench bench-placement bench-fleet soak run observe clean tools promtool nginx gpu-check dashboards
+.PHONY: help build test test-unit test-e2e test-rules lint fuzz bench bench-placement bench-fleet soak run observe clean tools promtool nginx gpu-check dashboards kubernetes kustomize
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -20,9 +20,12 @@ build: ## build orchestratord, pool-managerd and llorch into bin/
 dashboards: ## regenerate the Grafana dashboards (dashboards/*.json) from their Go code
 	$(GO) run ./dashboards/generate -out dashboards
 
+kubernetes: ## regenerate deploy/kubernetes' PrometheusRule and dashboard ConfigMaps from alerts/ and dashboards/
+	$(GO) run ./deploy/kubernetes/generate -out deploy/kubernetes
+
 test: lint test-rules test-unit test-e2e fuzz ## everything the project checks (what CI runs)
 
-test-unit: ## unit tests with the race detector
+test-unit: kustomize ## unit tests with the race detector
 	$(GO) test -race -count=1 ./...
 
 test-e2e: promtool $(TOOLS)/jaeger ## end-to-end tests: real binaries (and Prometheus, Jaeger) as processes on 127.0.0.1
@@ -69,7 +72,18 @@ promtool:
 	  echo "installing promtool and amtool (apt-get install prometheus prometheus-alertmanager)"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus prometheus-alertmanager) >/dev/null; }
 
-tools: $(TOOLS)/golangci-lint $(TOOLS)/jaeger $(TOOLS)/pint promtool ## install the tools the checks need
+# kustomize v5 renders deploy/kubernetes in its tests, as kubectl apply -k
+# would. kubectl 1.27 or later has it built in; without such a kubectl this
+# installs kustomize into .tools/ through the Go module proxy. (Debian's
+# kubernetes-client is kubectl 1.20: its kustomize v2 predates components.
+# v5.8.3 needs Go 1.27.)
+KUSTOMIZE_VERSION := v5.8.2
+kustomize:
+	@kubectl version --client -o json 2>/dev/null | grep -Eq '"kustomizeVersion": "v([5-9]|[1-9][0-9])\.' || [ -x $(TOOLS)/kustomize ] || { \
+	  echo "installing kustomize $(KUSTOMIZE_VERSION) into .tools/"; \
+	  CGO_ENABLED=0 GOBIN=$(TOOLS) $(GO) install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION); }
+
+tools: $(TOOLS)/golangci-lint $(TOOLS)/jaeger $(TOOLS)/pint promtool kustomize ## install the tools the checks need
 
 fuzz: ## run every fuzz target for FUZZTIME (default 5s) each
 	@set -e; grep -rEo --include='*_test.go' '^func Fuzz[A-Za-z0-9_]+' . | sort -u | \
