@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/llorch/llorch/api"
@@ -59,6 +60,7 @@ type Config struct {
 
 	GPU                GPUConfig
 	EnginePollInterval time.Duration // --engine-poll-interval
+	EngineHost         string        // --engine-host: where launched engines listen and are announced
 	Logger             *slog.Logger
 }
 
@@ -165,7 +167,15 @@ func (cfg Config) validate() error {
 	if err := requireURL(cfg.Registration.Address, "--address/POOL_MANAGERD_ADDRESS"); err != nil {
 		return err
 	}
-	return requireURL(cfg.ControlPlaneURL, "--orchestratord-url/ORCHESTRATORD_URL")
+	if cfg.ControlPlaneURL == "" {
+		return requireURL("", "--orchestratord-url/ORCHESTRATORD_URL")
+	}
+	for _, u := range strings.Split(cfg.ControlPlaneURL, ",") { // several control planes sharing one fleet
+		if err := checkURL(strings.TrimSpace(u), "--orchestratord-url/ORCHESTRATORD_URL"); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (g GPUConfig) validate() error {

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -96,7 +95,7 @@ func NewDaemon(cfg Config) (*Daemon, error) {
 
 	if len(cfg.Engines) > 0 {
 		d.sup, err = supervisor.New(supervisor.Options{
-			RuntimeDir: cfg.RuntimeDir, SimBinary: simBinary, Errors: d.pools, Breaker: cfg.Breaker,
+			RuntimeDir: cfg.RuntimeDir, EngineHost: cfg.EngineHost, SimBinary: simBinary, Errors: d.pools, Breaker: cfg.Breaker,
 			Logger: d.log, Registerer: metrics,
 		})
 		if err != nil {
@@ -108,9 +107,8 @@ func NewDaemon(cfg Config) (*Daemon, error) {
 			Registration: cfg.Registration,
 			// No client timeout: every call's context bounds it
 			// (RequestTimeout, or --shutdown-timeout at shutdown).
-			ControlPlane: &api.Client{BaseURL: strings.TrimSuffix(cfg.ControlPlaneURL, "/"), Token: cfg.Token,
-				HTTP: &http.Client{Transport: tracing.Transport(nil)}},
-			Pools: d.pools, GPUs: inventory, HeartbeatInterval: cfg.HeartbeatInterval,
+			ControlPlane: api.NewClientFor(cfg.ControlPlaneURL, cfg.Token, &http.Client{Transport: tracing.Transport(nil)}),
+			Pools:        d.pools, GPUs: inventory, HeartbeatInterval: cfg.HeartbeatInterval,
 			Logger: d.log, Registerer: metrics,
 		})
 		if err != nil {

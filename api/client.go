@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 )
 
 // ErrNotFound is returned by Client calls answered 404: for a heartbeat, the
@@ -24,8 +25,40 @@ var ErrUnauthorized = errors.New("unauthorized")
 // and the llorch CLI.
 type Client struct {
 	BaseURL string
-	Token   string
-	HTTP    *http.Client
+	// Alternates are more control planes sharing one fleet (orchestratord
+	// --registry etcd). A call whose connection fails is tried on the next
+	// one, and later calls stay where a call last got through: the node
+	// stays registered, as every replica knows it.
+	Alternates []string
+	Token      string
+	HTTP       *http.Client
+
+	current atomic.Int32 // index into BaseURL + Alternates
+}
+
+// NewClientFor returns a Client of a comma-separated list of control-plane
+// URLs: the first is BaseURL, the others Alternates.
+func NewClientFor(urls, token string, hc *http.Client) *Client {
+	c := &Client{Token: token, HTTP: hc}
+	for _, u := range strings.Split(urls, ",") {
+		if u = strings.TrimSuffix(strings.TrimSpace(u), "/"); u == "" {
+			continue
+		}
+		if c.BaseURL == "" {
+			c.BaseURL = u
+		} else {
+			c.Alternates = append(c.Alternates, u)
+		}
+	}
+	return c
+}
+
+// Current is the control plane calls go to now.
+func (c *Client) Current() string {
+	if i := int(c.current.Load()); i > 0 && i <= len(c.Alternates) {
+		return c.Alternates[i-1]
+	}
+	return c.BaseURL
 }
 
 // Register registers a node.
@@ -76,31 +109,54 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 // error carrying the envelope's code and message (wrapping ErrNotFound for
 // 404). On success the caller owns the response body.
 func (c *Client) send(ctx context.Context, method, path string, body any) (*http.Response, error) {
-	var rd io.Reader
+	var payload []byte
 	if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
 			return nil, fmt.Errorf("encode %s %s: %w", method, path, err)
 		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(c.BaseURL, "/")+path, rd)
-	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", method, path, err)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if c.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.Token)
+		payload = b
 	}
 	hc := c.HTTP
 	if hc == nil {
 		hc = http.DefaultClient
 	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+	n := 1 + len(c.Alternates)
+	first := int(c.current.Load())
+	var resp *http.Response
+	for try := 0; ; try++ {
+		at := (first + try) % n
+		base := c.BaseURL
+		if at > 0 {
+			base = c.Alternates[at-1]
+		}
+		var rd io.Reader
+		if payload != nil {
+			rd = bytes.NewReader(payload)
+		}
+		req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(base, "/")+path, rd)
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: %w", method, path, err)
+		}
+		if payload != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		if c.Token != "" {
+			req.Header.Set("Authorization", "Bearer "+c.Token)
+		}
+		resp, err = hc.Do(req)
+		if err != nil {
+			// No answer: another control plane may give one, unless the
+			// caller gave up.
+			if ctx.Err() == nil && try+1 < n {
+				continue
+			}
+			return nil, fmt.Errorf("%s %s: %w", method, path, err)
+		}
+		if at != first {
+			c.current.Store(int32(at))
+		}
+		break
 	}
 	if resp.StatusCode < 300 {
 		return resp, nil

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -277,4 +278,55 @@ func TestClientTransportErrors(t *testing.T) {
 			t.Fatal("Deregister with a malformed base URL: no error")
 		}
 	})
+}
+
+// A call that cannot connect moves to the next control plane, and later
+// calls stay there; an answer, even an error, does not move it.
+func TestClientFailsOverOnConnectionErrors(t *testing.T) {
+	var hits [2]atomic.Int32
+	servers := make([]*httptest.Server, 2)
+	for i := range servers {
+		servers[i] = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			hits[i].Add(1)
+			if r.URL.Path == "/v2/nodes/missing/heartbeat" {
+				WriteError(w, http.StatusNotFound, Error{Code: CodeNotFound, Message: "unknown node"})
+				return
+			}
+			WriteJSON(w, http.StatusOK, HeartbeatResponse{Success: true})
+		}))
+		defer servers[i].Close()
+	}
+	dead := httptest.NewServer(http.NotFoundHandler())
+	deadURL := dead.URL
+	dead.Close() // nothing listens there now
+
+	c := NewClientFor(deadURL+", "+servers[0].URL+"/,"+servers[1].URL, "", nil)
+	if c.BaseURL != deadURL || len(c.Alternates) != 2 {
+		t.Fatalf("NewClientFor: base %q alternates %v", c.BaseURL, c.Alternates)
+	}
+	ctx := context.Background()
+	if _, err := c.Heartbeat(ctx, "n1", HeartbeatRequest{}); err != nil {
+		t.Fatalf("heartbeat with the first control plane down: %v", err)
+	}
+	if c.Current() != servers[0].URL || hits[0].Load() != 1 {
+		t.Fatalf("current %q, hits %d; want the second URL", c.Current(), hits[0].Load())
+	}
+	// A 404 is an answer: it stays.
+	if _, err := c.Heartbeat(ctx, "missing", HeartbeatRequest{}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("heartbeat of an unknown node: %v, want ErrNotFound", err)
+	}
+	if c.Current() != servers[0].URL {
+		t.Fatalf("moved to %q after an answer", c.Current())
+	}
+	servers[0].Close()
+	if _, err := c.Heartbeat(ctx, "n1", HeartbeatRequest{}); err != nil {
+		t.Fatalf("heartbeat after the second went down: %v", err)
+	}
+	if c.Current() != servers[1].URL || hits[1].Load() != 1 {
+		t.Fatalf("current %q; want the third URL", c.Current())
+	}
+	servers[1].Close()
+	if _, err := c.Heartbeat(ctx, "n1", HeartbeatRequest{}); err == nil {
+		t.Fatal("every control plane down: no error")
+	}
 }

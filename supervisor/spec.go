@@ -168,12 +168,12 @@ func (s *Spec) Normalize() error {
 // SetHealthTimeout overrides the health timeout of a normalized spec.
 func (s *Spec) SetHealthTimeout(d time.Duration) { s.healthTimeout = d; s.HealthTimeout = d.String() }
 
-// command returns the binary and arguments that start the engine on port,
+// command returns the binary and arguments that start the engine on host:port,
 // llama-server's flags in both cases. --slots is for llama-server builds
 // that served /slots only when asked (newer ones, and the simulator, serve
 // it by default); an operator's --no-slots in Args comes after it and wins.
-func (s *Spec) command(simBinary string, port int) (string, []string) {
-	args := []string{"-m", s.Model, "--host", "127.0.0.1", "--port", strconv.Itoa(port),
+func (s *Spec) command(simBinary, host string, port int) (string, []string) {
+	args := []string{"-m", s.Model, "--host", host, "--port", strconv.Itoa(port),
 		"-np", strconv.Itoa(s.Slots), "-c", strconv.Itoa(s.CtxSize), "--metrics", "--slots"}
 	args = append(args, s.Args...)
 	if s.Engine == EngineSim {

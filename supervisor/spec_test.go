@@ -77,14 +77,18 @@ func TestLoadFile(t *testing.T) {
 
 func TestCommand(t *testing.T) {
 	s := Spec{PoolID: "p", Engine: "sim", Model: "/m/x.gguf", Slots: 2, CtxSize: 512, Args: []string{"--tokens-per-second", "9"}}
-	bin, args := s.command("/opt/llorch", 4242)
+	bin, args := s.command("/opt/llorch", "127.0.0.1", 4242)
 	want := "sim-engine -m /m/x.gguf --host 127.0.0.1 --port 4242 -np 2 -c 512 --metrics --slots --tokens-per-second 9"
 	if bin != "/opt/llorch" || strings.Join(args, " ") != want {
 		t.Fatalf("sim: %s %v", bin, args)
 	}
 	s.Engine = "/usr/bin/llama-server"
-	bin, args = s.command("/opt/llorch", 4242)
+	bin, args = s.command("/opt/llorch", "127.0.0.1", 4242)
 	if bin != "/usr/bin/llama-server" || strings.Join(args, " ") != strings.TrimPrefix(want, "sim-engine ") {
 		t.Fatalf("llama-server: %s %v", bin, args)
+	}
+	// --engine-host: a control plane on another machine reaches the engine.
+	if _, args = s.command("/opt/llorch", "10.1.2.3", 4242); !strings.Contains(strings.Join(args, " "), "--host 10.1.2.3 --port 4242") {
+		t.Fatalf("engine host: %v", args)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -41,6 +42,11 @@ type Breaker struct {
 // Options configure a Supervisor.
 type Options struct {
 	RuntimeDir string
+	// EngineHost is the address engines listen on and are announced at
+	// (their handoff URL): 127.0.0.1 (the default) serves a control plane
+	// on this machine only; a control plane elsewhere needs an address it
+	// can reach.
+	EngineHost string
 	// SimBinary is the llorch binary that runs `sim-engine`.
 	SimBinary string
 	Errors    LastErrorSink
@@ -82,6 +88,9 @@ func New(opts Options) (*Supervisor, error) {
 	}
 	if opts.StopGrace <= 0 {
 		opts.StopGrace = 10 * time.Second
+	}
+	if opts.EngineHost == "" {
+		opts.EngineHost = "127.0.0.1"
 	}
 	if opts.ProbeInterval <= 0 {
 		opts.ProbeInterval = 2 * time.Second
@@ -349,7 +358,7 @@ func (r *runner) recordCrash(now time.Time) bool {
 // runOnce starts the engine and supervises it until it fails (returned as an
 // error) or the runner is stopped (nil).
 func (r *runner) runOnce() error {
-	port, err := freePort()
+	port, err := freePort(r.sup.opts.EngineHost)
 	if err != nil {
 		return err
 	}
@@ -358,7 +367,7 @@ func (r *runner) runOnce() error {
 	if err != nil {
 		return fmt.Errorf("engine log: %w", err)
 	}
-	bin, args := r.spec.command(r.sup.opts.SimBinary, port)
+	bin, args := r.spec.command(r.sup.opts.SimBinary, r.sup.opts.EngineHost, port)
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.Env = os.Environ()
@@ -380,7 +389,7 @@ func (r *runner) runOnce() error {
 		exited <- cmd.Wait()
 		logFile.Close()
 	}()
-	url := fmt.Sprintf("http://127.0.0.1:%d", port)
+	url := "http://" + net.JoinHostPort(r.sup.opts.EngineHost, strconv.Itoa(port))
 	r.log.Info("engine started", "pid", cmd.Process.Pid, "url", url, "engine", r.spec.Engine, "model", r.spec.Model, "log", logPath)
 	defer func() {
 		r.mu.Lock()
@@ -579,8 +588,8 @@ func lastLine(path string) string {
 	return strings.TrimSpace(lines[len(lines)-1])
 }
 
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+func freePort(host string) (int, error) {
+	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
 	if err != nil {
 		return 0, fmt.Errorf("find a free port: %w", err)
 	}

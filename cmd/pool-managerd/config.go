@@ -44,6 +44,7 @@ func configFrom(c *cli.Context) (agent.Config, error) {
 			MaxAge:       config.GetDuration(c, "gpu-max-age"),
 		},
 		EnginePollInterval: config.GetDuration(c, "engine-poll-interval"),
+		EngineHost:         c.String("engine-host"),
 		Registration: api.RegisterRequest{
 			NodeID:    c.String("node-id"),
 			MachineID: c.String("machine-id"),

@@ -23,7 +23,7 @@ func flags() []cli.Flag {
 		&cli.StringFlag{Name: "node-id", Value: hostname, Usage: "this node's id in the fleet", EnvVars: []string{"POOL_MANAGERD_NODE_ID"}},
 		&cli.StringFlag{Name: "machine-id", Usage: "the physical machine's id (default: the node id)", EnvVars: []string{"POOL_MANAGERD_MACHINE_ID"}},
 		&cli.StringFlag{Name: "address", Usage: "URL at which the control plane and Prometheus reach this agent, e.g. http://10.0.0.7:9200 (required with --cloud-profile)", EnvVars: []string{"POOL_MANAGERD_ADDRESS"}},
-		&cli.StringFlag{Name: "orchestratord-url", Usage: "control plane URL, e.g. http://10.0.0.1:8080 (required with --cloud-profile)", EnvVars: []string{"ORCHESTRATORD_URL"}},
+		&cli.StringFlag{Name: "orchestratord-url", Usage: "control plane URL, e.g. http://10.0.0.1:8080 (required with --cloud-profile); several, comma-separated, when control planes share one fleet (--registry etcd): a call that cannot connect moves to the next", EnvVars: []string{"ORCHESTRATORD_URL"}},
 		&cli.StringFlag{Name: "api-token", Usage: "bearer token sent to the control plane and required on this agent's routes but /health and /metrics", EnvVars: []string{"LLORCH_API_TOKEN"}},
 		&cli.StringFlag{Name: "pools", Value: "pool-0", Usage: "comma-separated pool ids this node serves", EnvVars: []string{"POOL_MANAGERD_POOLS"}},
 		config.DurationFlag("heartbeat-interval", 10*time.Second, time.Second, "time between heartbeats (shortened if the control plane asks)", "POOL_MANAGERD_HEARTBEAT_INTERVAL_SECS"),
@@ -48,6 +48,7 @@ func flags() []cli.Flag {
 		&cli.StringFlag{Name: "dcgm-exporter-url", Usage: "a running dcgm-exporter's metrics URL, e.g. http://127.0.0.1:9400/metrics", EnvVars: []string{"POOL_MANAGERD_DCGM_EXPORTER_URL"}},
 		config.DurationFlag("gpu-poll-interval", 2*time.Second, time.Millisecond, "how often the GPU source is read (off the scrape path)", "POOL_MANAGERD_GPU_POLL_INTERVAL_MS"),
 		gpuMaxAge,
+		&cli.StringFlag{Name: "engine-host", Value: "127.0.0.1", Usage: "the address the engines this agent launches listen on and are announced at: 127.0.0.1 serves a control plane on this machine only; with the control plane elsewhere, this machine's address that it reaches (llama-server has no auth of its own: keep it on a private network, or pass --api-key in --engine-args)", EnvVars: []string{"POOL_MANAGERD_ENGINE_HOST"}},
 		config.DurationFlag("engine-poll-interval", 2*time.Second, time.Millisecond, "how often each pool's engine /metrics and /slots are read", "POOL_MANAGERD_ENGINE_POLL_INTERVAL_MS"),
 		&cli.StringFlag{Name: "sim-binary", Usage: "llorch binary that runs sim-engine (default: llorch next to this program, else on PATH)", EnvVars: []string{"POOL_MANAGERD_SIM_BINARY"}},
 	}, config.LogFlags()...)
