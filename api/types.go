@@ -152,8 +152,13 @@ type SDTargetGroup struct {
 
 // Health is the body of GET /health on both daemons.
 type Health struct {
-	Status  string `json:"status"`
+	Status  string `json:"status"` // ok, degraded (the shared registry is not well) or draining
 	Version string `json:"version"`
+	// Registry is the shared registry's backend (etcd), absent in memory
+	// mode; RegistryCondition says what is wrong with it, absent when
+	// nothing is.
+	Registry          string `json:"registry,omitempty"`
+	RegistryCondition string `json:"registry_condition,omitempty"`
 }
 
 // PoolStatus is the body of GET /pools/{id}/status on a node agent.

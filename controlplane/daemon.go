@@ -22,6 +22,7 @@ import (
 	"github.com/llorch/llorch/handoff"
 	"github.com/llorch/llorch/pool"
 	"github.com/llorch/llorch/registry"
+	"github.com/llorch/llorch/registry/etcdstore"
 	"github.com/llorch/llorch/scheduler"
 	"github.com/llorch/llorch/tracing"
 	"github.com/llorch/llorch/utilization"
@@ -52,6 +53,8 @@ type Config struct {
 	ShutdownGrace      time.Duration
 	EngineStallTimeout time.Duration // --engine-stall-timeout; 0: never
 	ClientWriteTimeout time.Duration // --client-write-timeout; 0: never
+	Registry           string        // --registry: memory or etcd
+	Etcd               EtcdConfig    // --etcd-*, with --registry etcd
 
 	Version string
 	Logger  *slog.Logger // nil: slog.Default()
@@ -65,6 +68,7 @@ func DefaultConfig() Config {
 		MetricsInterval: 2 * time.Second, MetricsStaleAfter: 10 * time.Second, TTFTWeight: scheduler.DefaultTTFTWeight,
 		Quarantine: 30 * time.Second, ShutdownGrace: 30 * time.Second, Version: "dev",
 		EngineStallTimeout: 30 * time.Second, ClientWriteTimeout: 30 * time.Second,
+		Registry: RegistryMemory, Etcd: EtcdConfig{Prefix: "/llorch/"},
 	}
 }
 
@@ -112,6 +116,9 @@ func (cfg *Config) validate() (settings, error) {
 			return s, fmt.Errorf("%s %v: must be positive", name, d)
 		}
 	}
+	if err := cfg.validateRegistry(); err != nil {
+		return s, err
+	}
 	if cfg.PprofAddr != "" {
 		if err := config.CheckPprofAddr(cfg.PprofAddr); err != nil {
 			return s, err
@@ -132,6 +139,7 @@ type Daemon struct {
 
 	prom       *prometheus.Registry
 	reg        *registry.Registry // nil in the HOME profile
+	shared     *etcdstore.Store   // --registry etcd; nil otherwise
 	dispatcher *dispatch.Dispatcher
 	runner     *dispatch.Runner
 	tasks      *dispatch.Store
@@ -165,7 +173,7 @@ func New(cfg Config) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := NewHandler(Options{Registry: d.reg, Token: cfg.APIToken, Version: cfg.Version, Gatherer: d.prom, Logger: d.log, Inference: in})
+	h := NewHandler(Options{Registry: d.reg, Shared: d.sharedCondition(), Token: cfg.APIToken, Version: cfg.Version, Gatherer: d.prom, Logger: d.log, Inference: in})
 	if tracing.Enabled() {
 		h = tracing.Handler(h, "orchestratord")
 	}
@@ -192,6 +200,12 @@ func (d *Daemon) newFleet() (dispatch.Fleet, error) {
 	if cfg.CloudProfile {
 		d.reg = registry.New(registry.Options{Timeout: cfg.NodeTimeout, Logger: d.log})
 		d.prom.MustRegister(d.reg)
+		if cfg.Registry == RegistryEtcd {
+			if err := d.shareRegistry(); err != nil {
+				return nil, err
+			}
+			return RegistryFleet{Registry: d.reg}, nil
+		}
 		d.goBackground(func(ctx context.Context) { d.reg.RunStaleChecker(ctx, cfg.StaleCheckInterval) })
 		d.log.Info("cloud profile: node registry on", "node_timeout", cfg.NodeTimeout, "stale_check_interval", cfg.StaleCheckInterval)
 		return RegistryFleet{Registry: d.reg}, nil

@@ -22,6 +22,9 @@ type Options struct {
 	// Registry is nil when the cloud profile is off; node routes then
 	// answer 503.
 	Registry *registry.Registry
+	// Shared, with --registry etcd, says how the shared registry stands,
+	// for /health.
+	Shared func() (backend, condition string)
 	// Token guards every route but /health and /metrics; empty disables it.
 	Token    string
 	Version  string
@@ -44,6 +47,7 @@ type Inference struct {
 
 type server struct {
 	reg     *registry.Registry
+	shared  func() (backend, condition string)
 	version string
 	log     *slog.Logger
 	started time.Time
@@ -66,7 +70,7 @@ func NewHandler(opts Options) http.Handler {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	s := &server{reg: opts.Registry, version: opts.Version, log: opts.Logger, started: time.Now()}
+	s := &server{reg: opts.Registry, shared: opts.Shared, version: opts.Version, log: opts.Logger, started: time.Now()}
 	if in := opts.Inference; in != nil {
 		s.fleet, s.dispatcher, s.runner, s.proxy, s.tasks, s.metrics = in.Fleet, in.Dispatcher, in.Runner, in.Proxy, in.Tasks, in.Metrics
 	}
@@ -95,13 +99,22 @@ func NewHandler(opts Options) http.Handler {
 // health answers 200 while the process runs: "ok", or "draining" once
 // shutdown began (admission closed; running tasks finishing). It stays
 // 200 while draining, so a liveness probe does not kill a control plane
-// that is finishing its tasks; a load balancer reads the status.
+// that is finishing its tasks; a load balancer reads the status. With a
+// shared registry it says how that stands ("degraded" while etcd cannot
+// be reached: the replica still places tasks on what it knows, so it
+// stays 200).
 func (s *server) health(w http.ResponseWriter, _ *http.Request) {
-	status := "ok"
-	if s.dispatcher != nil && s.dispatcher.Closed() {
-		status = "draining"
+	h := api.Health{Status: "ok", Version: s.version}
+	if s.shared != nil {
+		h.Registry, h.RegistryCondition = s.shared()
+		if h.RegistryCondition != "" {
+			h.Status = "degraded"
+		}
 	}
-	api.WriteJSON(w, http.StatusOK, api.Health{Status: status, Version: s.version})
+	if s.dispatcher != nil && s.dispatcher.Closed() {
+		h.Status = "draining"
+	}
+	api.WriteJSON(w, http.StatusOK, h)
 }
 
 // admitting answers 503 SHUTTING_DOWN, with Retry-After, to requests that

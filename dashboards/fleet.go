@@ -11,11 +11,13 @@ func fleet() *dashboardBuilder {
 	b := newBoard(UIDFleet, "llorch / Fleet",
 		"The whole llorch fleet: nodes and their status, free capacity, admission, task outcomes, time to first token and throughput.")
 
+	// Registry gauges are the same on every replica of a scaled-out control
+	// plane (--registry etcd): max, not sum, counts each node once.
 	b.row("Overview")
 	b.add(b.stat("Nodes by status",
 		"Registered nodes by status, as the control plane's registry sees them: online, draining, or offline (no heartbeat within --node-timeout).",
 		units.Short,
-		q(`sum by (status) (llorch_nodes)`, "{{status}}")).
+		q(`max by (status) (llorch_nodes)`, "{{status}}")).
 		OverrideByName("offline", []dashboard.DynamicConfigValue{
 			prop("thresholds", thresholdsValue("green", step{1, "red"})),
 		}).
@@ -25,7 +27,7 @@ func fleet() *dashboardBuilder {
 	b.add(b.stat("Pools available",
 		"Pools the control plane can place on: ready, not draining, on online nodes.",
 		units.Short,
-		q(`llorch_pools_available`, "pools")).
+		q(`max(llorch_pools_available)`, "pools")).
 		Thresholds(thresholds("red", step{1, "green"})))
 	b.add(b.stat("Slots free",
 		"Engine slots free over the fleet, against all slots: when free reaches 0, new tasks wait in the admission queue.",
@@ -92,8 +94,8 @@ func fleet() *dashboardBuilder {
 	b.add(b.timeseries("Pools available and nodes by status",
 		"Pools the control plane can place on, and registered nodes by status over time.",
 		units.Short,
-		q(`llorch_pools_available`, "pools available"),
-		q(`sum by (status) (llorch_nodes)`, "nodes {{status}}")).Min(0).Span(12))
+		q(`max(llorch_pools_available)`, "pools available"),
+		q(`max by (status) (llorch_nodes)`, "nodes {{status}}")).Min(0).Span(12))
 
 	b.row("Traffic")
 	b.add(b.timeseries("Admission queue depth",

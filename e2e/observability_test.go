@@ -62,6 +62,12 @@ var unqueriedPanelMetrics = map[string]string{
 var configDependentMetrics = map[string]string{
 	"llorch_utilization_promql_up":         "only with orchestratord --prometheus-url",
 	"llorch_gpu_process_memory_used_bytes": "only where NVML reports per-process memory (real NVIDIA GPUs)",
+	// TestScaledOut checks these on replicas running --registry etcd.
+	"llorch_registry_etcd_up":                     "only with orchestratord --registry etcd",
+	"llorch_registry_etcd_pending_writes":         "only with orchestratord --registry etcd",
+	"llorch_registry_etcd_writes_total":           "only with orchestratord --registry etcd",
+	"llorch_registry_etcd_write_duration_seconds": "only with orchestratord --registry etcd",
+	"llorch_registry_etcd_watch_events_total":     "only with orchestratord --registry etcd",
 }
 
 // TestObservabilityShippedConfigs checks the files an operator copies

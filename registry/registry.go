@@ -41,6 +41,7 @@ type Registry struct {
 	log     *slog.Logger
 	metrics *metrics
 	version atomic.Uint64 // bumped on every change, for caches
+	journal Journal       // nil: nothing shared
 
 	mu    sync.RWMutex
 	nodes map[string]*node
@@ -113,6 +114,9 @@ func (r *Registry) Register(req api.RegisterRequest) {
 		lastHeartbeat: now,
 	}
 	r.mu.Unlock()
+	if r.journal != nil {
+		r.journal.Registered(Registration{Request: req, RegisteredAt: now})
+	}
 	r.metrics.registrations.ok.Inc()
 	r.metrics.transition(from, api.StatusOnline)
 	r.changed()
@@ -147,7 +151,11 @@ func (r *Registry) Heartbeat(nodeID string, hb api.HeartbeatRequest) error {
 	n.lastHeartbeat = now
 	n.pools = hb.Pools
 	n.gpus = hb.GPUs
+	live := Liveness{Status: to, LastHeartbeat: now, Interval: n.interval, Pools: n.pools, GPUs: n.gpus}
 	r.mu.Unlock()
+	if r.journal != nil {
+		r.journal.Heartbeat(nodeID, live)
+	}
 	r.metrics.heartbeats.ok.Inc()
 	r.changed()
 	if from != to {
@@ -219,6 +227,9 @@ func (r *Registry) Deregister(nodeID string) error {
 	r.mu.Unlock()
 	if !ok {
 		return ErrUnknownNode
+	}
+	if r.journal != nil {
+		r.journal.Deregistered(nodeID)
 	}
 	r.metrics.transition(n.status, statusDeregistered)
 	r.changed()

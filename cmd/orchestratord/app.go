@@ -45,6 +45,14 @@ func newApp() *cli.App {
 			config.DurationFlag("client-write-timeout", def.ClientWriteTimeout, time.Second, "a client that takes none of a streamed write for this long is dropped and its engine slot freed; 0: never", "ORCHD_CLIENT_WRITE_TIMEOUT"),
 			config.DurationFlag("shutdown-grace", def.ShutdownGrace, time.Second, "on SIGTERM/SIGINT, how long running tasks may finish before they are stopped (queued ones end at once)", "ORCHD_SHUTDOWN_GRACE"),
 			config.PprofFlag("ORCHD_PPROF_ADDR"),
+			&cli.StringFlag{Name: "registry", Value: def.Registry, Usage: "where the node registry lives: memory (this process alone) or etcd (shared by every orchestratord on the same --etcd-endpoints and --etcd-prefix; run several)", EnvVars: []string{"ORCHD_REGISTRY"}},
+			&cli.StringFlag{Name: "etcd-endpoints", Usage: "with --registry etcd: etcd's client URLs, comma-separated", EnvVars: []string{"ORCHD_ETCD_ENDPOINTS"}},
+			&cli.StringFlag{Name: "etcd-prefix", Value: def.Etcd.Prefix, Usage: "with --registry etcd: the key prefix the fleet lives under; control planes that share it share the fleet", EnvVars: []string{"ORCHD_ETCD_PREFIX"}},
+			&cli.StringFlag{Name: "etcd-username", Usage: "with --registry etcd: user of etcd's authentication", EnvVars: []string{"ORCHD_ETCD_USERNAME"}},
+			&cli.StringFlag{Name: "etcd-password", Usage: "with --registry etcd: that user's password (prefer the variable to the flag)", EnvVars: []string{"ORCHD_ETCD_PASSWORD"}},
+			&cli.StringFlag{Name: "etcd-ca-file", Usage: "with --registry etcd: CA certificate (PEM) that signs etcd's server certificate; enables TLS", EnvVars: []string{"ORCHD_ETCD_CA_FILE"}},
+			&cli.StringFlag{Name: "etcd-cert-file", Usage: "with --registry etcd: client certificate (PEM) for etcd's client-cert authentication; with --etcd-key-file", EnvVars: []string{"ORCHD_ETCD_CERT_FILE"}},
+			&cli.StringFlag{Name: "etcd-key-file", Usage: "with --registry etcd: the client certificate's key (PEM)", EnvVars: []string{"ORCHD_ETCD_KEY_FILE"}},
 		}, config.LogFlags()...),
 		Action:       run,
 		OnUsageError: config.UsageError,
@@ -77,8 +85,14 @@ func configFrom(c *cli.Context) (controlplane.Config, error) {
 		EngineStallTimeout: config.GetDuration(c, "engine-stall-timeout"),
 		ClientWriteTimeout: config.GetDuration(c, "client-write-timeout"),
 		PprofAddr:          c.String("pprof-addr"),
-		Version:            version.Version,
-		Logger:             log,
+		Registry:           c.String("registry"),
+		Etcd: controlplane.EtcdConfig{
+			Endpoints: splitList(c.String("etcd-endpoints")), Prefix: c.String("etcd-prefix"),
+			Username: c.String("etcd-username"), Password: c.String("etcd-password"),
+			CAFile: c.String("etcd-ca-file"), CertFile: c.String("etcd-cert-file"), KeyFile: c.String("etcd-key-file"),
+		},
+		Version: version.Version,
+		Logger:  log,
 	}, nil
 }
 
@@ -109,4 +123,15 @@ func defaultWeights() string {
 		parts = append(parts, fmt.Sprintf("%s=%d", name, scheduler.DefaultWeights[name]))
 	}
 	return strings.Join(parts, ",")
+}
+
+// splitList reads a comma-separated list, dropping empty items.
+func splitList(s string) []string {
+	var out []string
+	for _, item := range strings.Split(s, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			out = append(out, item)
+		}
+	}
+	return out
 }

@@ -54,12 +54,6 @@ type env struct {
 	dashboards map[string]string
 }
 
-// pendingFlags are orchestratord flags being added while the manifests
-// were written (the registry in etcd). They are accepted while
-// docs/configuration.md lacks them; once documented, they are checked as
-// every other flag is, and can leave this list.
-var pendingFlags = map[string]bool{"--registry": true, "--etcd-endpoints": true}
-
 // flagTable is a daemon's flag table: flag → row.
 type flagTable struct {
 	flags   map[string]configtest.Row
@@ -566,7 +560,7 @@ func (m *manifests) checkDaemon(c *checker, e *env, w workload, ctr *corev1.Cont
 		return a
 	}
 	for name := range a {
-		if _, ok := table.flags[name]; !ok && (ctr.Name != controlPlane || !pendingFlags[name]) {
+		if _, ok := table.flags[name]; !ok {
 			c.errorf("%s: flag %s: not a flag of %s (docs/configuration.md)", what, name, ctr.Name)
 		}
 	}
