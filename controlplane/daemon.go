@@ -241,14 +241,22 @@ func (d *Daemon) newUtilization() (utilization.Source, error) {
 	if d.reg == nil {
 		return nil, nil
 	}
+	// The targets are rebuilt when the fleet's membership changes, not on
+	// every turn: listing and sorting a large fleet every interval was
+	// work that grew with the fleet while nothing changed.
+	var cached []utilization.Target
+	cachedAt := ^uint64(0)
 	scraper := utilization.NewScraper(func() []utilization.Target {
-		nodes := d.reg.Addresses()
-		slices.SortFunc(nodes, func(a, b registry.Address) int { return strings.Compare(a.NodeID, b.NodeID) }) // stable turns
-		out := make([]utilization.Target, len(nodes))
-		for i, n := range nodes {
-			out[i] = utilization.Target{NodeID: n.NodeID, Address: n.URL}
+		if m := d.reg.Membership(); m != cachedAt {
+			nodes := d.reg.Addresses()
+			slices.SortFunc(nodes, func(a, b registry.Address) int { return strings.Compare(a.NodeID, b.NodeID) }) // stable turns
+			out := make([]utilization.Target, len(nodes))
+			for i, n := range nodes {
+				out[i] = utilization.Target{NodeID: n.NodeID, Address: n.URL}
+			}
+			cached, cachedAt = out, m
 		}
-		return out
+		return cached
 	}, cfg.MetricsInterval, d.log)
 	d.prom.MustRegister(scraper)
 	d.goBackground(scraper.Run)

@@ -41,6 +41,7 @@ type Registry struct {
 	log     *slog.Logger
 	metrics *metrics
 	version atomic.Uint64 // bumped on every change, for caches
+	members atomic.Uint64 // bumped when Addresses would change
 	journal Journal       // nil: nothing shared
 
 	mu    sync.RWMutex
@@ -119,7 +120,7 @@ func (r *Registry) Register(req api.RegisterRequest) {
 	}
 	r.metrics.registrations.ok.Inc()
 	r.metrics.transition(from, api.StatusOnline)
-	r.changed()
+	r.membersChanged()
 	if from == api.StatusOffline || from == statusNone {
 		r.log.Info("node registered", "node_id", req.NodeID, "address", req.Address, "previous_status", from)
 	}
@@ -157,7 +158,11 @@ func (r *Registry) Heartbeat(nodeID string, hb api.HeartbeatRequest) error {
 		r.journal.Heartbeat(nodeID, live)
 	}
 	r.metrics.heartbeats.ok.Inc()
-	r.changed()
+	if from == api.StatusOffline {
+		r.membersChanged()
+	} else {
+		r.changed()
+	}
 	if from != to {
 		r.metrics.transition(from, to)
 		r.log.Info("node status changed", "node_id", nodeID, "from", from, "to", to)
@@ -204,6 +209,19 @@ func (r *Registry) changed() {
 	r.version.Add(1)
 }
 
+// membersChanged is changed for a change of who is in the fleet and not
+// offline: what Addresses lists.
+func (r *Registry) membersChanged() {
+	r.members.Add(1)
+	r.version.Add(1)
+}
+
+// Membership changes whenever Addresses would: a registration, a
+// deregistration, a node going offline or coming back. Heartbeats of
+// nodes that stay online leave it, so a cache of Addresses keyed by it is
+// rebuilt per change, not per heartbeat.
+func (r *Registry) Membership() uint64 { return r.members.Load() }
+
 // allDraining reports whether a node with pools has every pool draining.
 func allDraining(pools []api.PoolState) bool {
 	if len(pools) == 0 {
@@ -232,7 +250,7 @@ func (r *Registry) Deregister(nodeID string) error {
 		r.journal.Deregistered(nodeID)
 	}
 	r.metrics.transition(n.status, statusDeregistered)
-	r.changed()
+	r.membersChanged()
 	r.log.Info("node deregistered", "node_id", nodeID)
 	return nil
 }
@@ -268,7 +286,7 @@ func (r *Registry) ExpireStale() []string {
 	r.mu.Unlock()
 	sort.Strings(kept)
 	if len(kept) > 0 {
-		r.changed()
+		r.membersChanged()
 	}
 	for _, id := range kept {
 		r.log.Warn("node offline: heartbeat timeout", "node_id", id, "timeout", r.timeout)

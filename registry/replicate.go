@@ -59,7 +59,7 @@ func (r *Registry) ApplyRegistration(reg Registration) bool {
 	r.nodes[reg.Request.NodeID] = n
 	to := n.status
 	r.mu.Unlock()
-	r.changed()
+	r.membersChanged()
 	if from != to {
 		r.metrics.transition(from, to)
 	}
@@ -79,7 +79,11 @@ func (r *Registry) ApplyLiveness(nodeID string, l Liveness) bool {
 	from := n.status
 	n.status, n.lastHeartbeat, n.interval, n.pools, n.gpus = l.Status, l.LastHeartbeat, l.Interval, l.Pools, l.GPUs
 	r.mu.Unlock()
-	r.changed()
+	if from == api.StatusOffline {
+		r.membersChanged()
+	} else {
+		r.changed()
+	}
 	if from != l.Status {
 		r.metrics.transition(from, l.Status)
 		r.log.Info("node status changed", "node_id", nodeID, "from", from, "to", l.Status, "by", "another control plane")
@@ -100,7 +104,7 @@ func (r *Registry) ApplyDeregistration(nodeID string) bool {
 		return false
 	}
 	r.metrics.transition(n.status, statusDeregistered)
-	r.changed()
+	r.membersChanged()
 	return true
 }
 
@@ -121,7 +125,7 @@ func (r *Registry) ApplyExpiry(nodeID string, slack time.Duration) bool {
 	n.status = api.StatusOffline
 	r.mu.Unlock()
 	r.metrics.transition(from, api.StatusOffline)
-	r.changed()
+	r.membersChanged()
 	r.log.Warn("node offline: heartbeat timeout", "node_id", nodeID, "timeout", r.timeout, "by", "lease expiry")
 	return true
 }
@@ -142,7 +146,7 @@ func (r *Registry) Retain(keep map[string]bool) int {
 		r.metrics.transition(n.status, statusDeregistered)
 	}
 	if len(gone) > 0 {
-		r.changed()
+		r.membersChanged()
 	}
 	return len(gone)
 }

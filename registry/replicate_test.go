@@ -87,3 +87,33 @@ func TestApply(t *testing.T) {
 		})
 	}
 }
+
+// Membership moves when what Addresses lists would change, and not on the
+// heartbeats of nodes that stay online (a cache keyed by it is rebuilt per
+// change, not per heartbeat).
+func TestMembership(t *testing.T) {
+	r, clk := newTestRegistry(30 * time.Second)
+	steps := []struct {
+		name  string
+		do    func()
+		moves bool
+	}{
+		{"register", func() { r.Register(api.RegisterRequest{NodeID: "n1", Address: "http://a"}) }, true},
+		{"heartbeat of an online node", func() { _ = r.Heartbeat("n1", api.HeartbeatRequest{}) }, false},
+		{"draining heartbeat", func() { _ = r.Heartbeat("n1", api.HeartbeatRequest{Draining: true}) }, false},
+		{"sweep that expires nothing", func() { r.ExpireStale() }, false},
+		{"expiry", func() { clk.Advance(31 * time.Second); r.ExpireStale() }, true},
+		{"heartbeat back from offline", func() { _ = r.Heartbeat("n1", api.HeartbeatRequest{}) }, true},
+		{"liveness applied to an online node", func() {
+			r.ApplyLiveness("n1", Liveness{Status: api.StatusOnline, LastHeartbeat: clk.Now().Add(time.Second)})
+		}, false},
+		{"deregister", func() { _ = r.Deregister("n1") }, true},
+	}
+	for _, st := range steps {
+		before := r.Membership()
+		st.do()
+		if moved := r.Membership() != before; moved != st.moves {
+			t.Errorf("%s: membership moved %v, want %v", st.name, moved, st.moves)
+		}
+	}
+}

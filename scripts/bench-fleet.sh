@@ -22,9 +22,11 @@ lt() {
 
 # What holding the fleet costs: nodes with one pool and one GPU each, no
 # requests, no polling by the harness (its GET /v2/nodes would be the cost).
+# Agents heartbeat at a third of the node timeout when the control plane
+# asks for less: a 30 s heartbeat takes --node-timeout 90s.
 want idle-1k && lt idle-1k --nodes 1000 --pools 1 --gpus 1 --heartbeat-interval 10s --rate 0 --duration 60s --poll-interval 0
 want idle-10k && lt idle-10k --nodes 10000 --pools 1 --gpus 1 --heartbeat-interval 10s --rate 0 --duration 60s --poll-interval 0
-want idle-100k && lt idle-100k --nodes 100000 --pools 1 --gpus 1 --heartbeat-interval 30s --rate 0 --duration 90s \
+want idle-100k && lt idle-100k --nodes 100000 --pools 1 --gpus 1 --heartbeat-interval 30s --node-timeout 90s --rate 0 --duration 90s \
   --poll-interval 0 --connections 4000 --warmup 10s
 
 # Offline detection at the default timeout (30 s) and stale check (10 s),

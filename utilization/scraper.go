@@ -37,6 +37,8 @@ type Scraper struct {
 
 	healthMu sync.Mutex
 	health   map[string]*targetHealth // by node id
+
+	pruned []Target // the list the readings were last pruned to (under readings' mu)
 }
 
 // targetHealth is one target's scrape record.
@@ -137,7 +139,16 @@ func (s *Scraper) scrape(ctx context.Context, targets, all []Target) {
 		}()
 	}
 	wg.Wait()
-	// Forget nodes that left the registry.
+	defer s.version.Add(1)
+	// Forget nodes that left the registry: only when the list changed
+	// (targets returns the same slice while the fleet's membership stays).
+	s.mu.Lock()
+	same := len(all) == len(s.pruned) && (len(all) == 0 || &all[0] == &s.pruned[0])
+	s.pruned = all
+	s.mu.Unlock()
+	if same {
+		return
+	}
 	keep := make(map[string]bool, len(all))
 	for _, t := range all {
 		keep[t.NodeID] = true
@@ -156,7 +167,6 @@ func (s *Scraper) scrape(ctx context.Context, targets, all []Target) {
 		}
 	}
 	s.healthMu.Unlock()
-	s.version.Add(1)
 }
 
 // record notes a scrape's outcome, logging when a target's scrapes start
