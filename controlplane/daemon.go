@@ -204,7 +204,7 @@ func (d *Daemon) newFleet() (dispatch.Fleet, error) {
 			if err := d.shareRegistry(); err != nil {
 				return nil, err
 			}
-			return RegistryFleet{Registry: d.reg}, nil
+			return RegistryFleet{Registry: d.reg, Peers: d.shared.Peers}, nil
 		}
 		d.goBackground(func(ctx context.Context) { d.reg.RunStaleChecker(ctx, cfg.StaleCheckInterval) })
 		d.log.Info("cloud profile: node registry on", "node_timeout", cfg.NodeTimeout, "stale_check_interval", cfg.StaleCheckInterval)
@@ -284,6 +284,10 @@ func (d *Daemon) newInference(fleet dispatch.Fleet, util utilization.Source, s s
 	// most every 100 ms, which its own tick covers; waking it on each of
 	// thousands of heartbeats a second would only repeat passes.
 	d.goBackground(d.dispatcher.Run)
+	if d.shared != nil {
+		// The other replicas count this one's tasks on each pool.
+		d.goBackground(func(ctx context.Context) { d.shared.PublishInFlight(ctx, d.dispatcher.InFlight) })
+	}
 	d.tasks = dispatch.NewStore(5 * time.Minute)
 	d.goBackground(d.tasks.Run)
 	engines := engineClient()

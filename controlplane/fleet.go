@@ -9,13 +9,26 @@ import (
 )
 
 // RegistryFleet offers the registry's pools to placement (CLOUD profile).
-type RegistryFleet struct{ Registry *registry.Registry }
+type RegistryFleet struct {
+	Registry *registry.Registry
+	// Peers, with --registry etcd, are the tasks the other control planes
+	// have in flight, by candidate key, and a version that changes with
+	// them; nil alone.
+	Peers func() (map[string]int, uint64)
+}
 
 var _ dispatch.Fleet = RegistryFleet{}
 
-// Version changes with the registry, so the dispatcher rebuilds its
-// candidates only when the fleet changed.
-func (f RegistryFleet) Version() uint64 { return f.Registry.Version() }
+// Version changes with the registry (and the peers' tasks), so the
+// dispatcher rebuilds its candidates only when the fleet changed.
+func (f RegistryFleet) Version() uint64 {
+	v := f.Registry.Version()
+	if f.Peers != nil {
+		_, pv := f.Peers()
+		v += pv // both only grow: the sum changes when either does
+	}
+	return v
+}
 
 // Candidates implements dispatch.Fleet: one per ready replica of each pool
 // (see replicaCandidates). Offline nodes are left out: they never receive
@@ -35,6 +48,16 @@ func (f RegistryFleet) Candidates() []scheduler.Candidate {
 			out = replicaCandidates(out, scheduler.Candidate{
 				NodeID: node.NodeID, NodeStatus: node.Status, Pool: p, GPUs: gpusOf(node.GPUs, p.DeviceMask),
 			})
+		}
+	}
+	if f.Peers != nil {
+		if peers, _ := f.Peers(); len(peers) > 0 {
+			for i := range out {
+				// Foreign too: the dispatcher's books overlay only pools
+				// this control plane has used.
+				out[i].Peers = peers[out[i].Key()]
+				out[i].Foreign = out[i].Peers
+			}
 		}
 	}
 	return out

@@ -168,9 +168,9 @@ type poolBook struct {
 // overlay writes the book's view of the pool onto its candidate.
 func (b *poolBook) overlay(c *scheduler.Candidate, now time.Time) {
 	c.InFlight = b.inflight
-	c.Foreign = 0
+	c.Foreign = c.Peers // the engines' reports count the peers' tasks too: the larger, not the sum
 	if now.Before(b.foreignUntil) {
-		c.Foreign = b.foreign
+		c.Foreign = max(c.Peers, b.foreign)
 	}
 	c.RecentFailure = b.failure
 	if b.speed.samples > 0 {

@@ -209,6 +209,20 @@ func New(opts Options) (*Dispatcher, error) {
 func (d *Dispatcher) bucket(t time.Time) int64 { return int64(t.Sub(d.epoch) / historyBucket) }
 
 // book returns key's book, creating it. Call with mu held.
+// InFlight returns this control plane's tasks in flight by candidate key
+// (Candidate.Key), for the other control planes sharing the fleet.
+func (d *Dispatcher) InFlight() map[string]int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make(map[string]int)
+	for k, b := range d.books {
+		if b.inflight > 0 {
+			out[k] = b.inflight
+		}
+	}
+	return out
+}
+
 func (d *Dispatcher) book(key string) *poolBook {
 	b, ok := d.books[key]
 	if !ok {

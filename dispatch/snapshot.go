@@ -196,7 +196,7 @@ func (d *Dispatcher) overlayDirty(now time.Time) {
 		if b, ok := d.books[c.Key()]; ok && now.Before(b.foreignUntil) {
 			kept = append(kept, i)
 		} else {
-			c.Foreign = 0
+			c.Foreign = c.Peers // the engines' report aged out; the peers' tasks stand
 		}
 		d.mu.Unlock()
 	}

@@ -201,3 +201,79 @@ func TestForeignLoadIsPerReplica(t *testing.T) {
 		t.Errorf("foreign load %v, want 2 on r0 and none on r1", foreign)
 	}
 }
+
+// peersFleet offers one pool whose slots another control plane's tasks
+// (Peers) may hold, as RegistryFleet does with --registry etcd.
+type peersFleet struct {
+	versionedFleet
+	peers atomic.Int64
+}
+
+func (f *peersFleet) Candidates() []scheduler.Candidate {
+	cands := f.versionedFleet.Candidates()
+	for i := range cands {
+		cands[i].Peers = int(f.peers.Load())
+		cands[i].Foreign = cands[i].Peers
+	}
+	return cands
+}
+
+// TestPeersTakeSlots: the tasks other control planes have in flight on a
+// pool take its slots here too, whether this control plane used the pool
+// before (its book overlays the candidate) or not, and their end frees
+// them.
+func TestPeersTakeSlots(t *testing.T) {
+	for _, usedBefore := range []bool{false, true} {
+		f := &peersFleet{}
+		f.set(schedtest.Pool("pool-0").Slots(2, 2).Obj())
+		clock := clocktest.New(time.Date(2026, 11, 27, 0, 0, 0, 0, time.UTC))
+		d, err := New(Options{Fleet: f, Queue: admission.New(16, admission.Reject), Logger: quiet,
+			Scheduling: scheduler.Options{StaleAfter: time.Minute, Quarantine: time.Minute}, Now: clock.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if usedBefore {
+			d.Release(place(t, d, "earlier"), "", Succeeded, Observation{})
+			// The engines report load beyond ours while the peers' tasks
+			// arrive; the report ages out, and its ageing must not drop
+			// the peers' tasks.
+			clock.Advance(2 * time.Second)
+			busy := schedtest.Pool("pool-0").Slots(2, 1).Obj()
+			busy.Pool.SlotsObservedAt = clock.Now()
+			f.set(busy)
+			f.peers.Store(2)
+			f.version.Add(1)
+			snapshot := func() scheduler.Candidate {
+				d.passMu.Lock()
+				defer d.passMu.Unlock()
+				return d.shared(clock.Now())[0]
+			}
+			clock.Advance(time.Second)
+			if c := snapshot(); c.Foreign != 2 {
+				t.Fatalf("peers 2, engines 1 beyond ours: foreign %d, want 2", c.Foreign)
+			}
+			clock.Advance(time.Minute)
+			if c := snapshot(); c.Foreign != 2 {
+				t.Fatalf("the engines' report aged out: foreign %d, want the peers' 2", c.Foreign)
+			}
+		} else {
+			f.peers.Store(2)
+			f.version.Add(1)
+			clock.Advance(time.Second)
+		}
+		j := NewJob("b", admission.Interactive, scheduler.Request{Mode: "auto", AllowFallback: true}, time.Time{})
+		if _, _, e := d.Submit(j); e != nil {
+			t.Fatal(e)
+		}
+		if d.opts.Queue.Position("b") < 0 {
+			t.Fatalf("used before %v: placed on slots another control plane holds", usedBefore)
+		}
+		f.peers.Store(1)
+		f.version.Add(1)
+		clock.Advance(time.Second)
+		d.pass()
+		if _, e, err := j.Wait(context.Background()); err != nil || e != nil {
+			t.Fatalf("used before %v: not placed once a peer's task ended: %v %v", usedBefore, e, err)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -92,6 +93,7 @@ func TestScaledOut(t *testing.T) {
 	var live atomic.Value
 	live.Store(urls)
 	var ok, failed atomic.Int64
+	var paused atomic.Bool
 	var failMu sync.Mutex
 	var failures []string
 	ctx, stopLoad := context.WithCancel(context.Background())
@@ -99,6 +101,10 @@ func TestScaledOut(t *testing.T) {
 	loadDone.Go(func() {
 		client := &http.Client{Timeout: 20 * time.Second}
 		for i := 0; ctx.Err() == nil; i++ {
+			if paused.Load() {
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
 			targets := live.Load().([]string)
 			target := targets[i%len(targets)]
 			body := fmt.Sprintf(`{"model":%q,"messages":[{"role":"user","content":"hello %d"}],"max_tokens":8,"stream":true}`, simModel, i)
@@ -151,6 +157,76 @@ func TestScaledOut(t *testing.T) {
 			time.Sleep(250 * time.Millisecond)
 		}
 	}
+
+	t.Run("replicas count each other's tasks", func(t *testing.T) {
+		paused.Store(true)
+		defer paused.Store(false)
+		engine := fleetOn(urls[0], false)["node-1"].Pools[0].URL
+		deferred := func() int {
+			m := get(t, engine+"/metrics")
+			for _, line := range strings.Split(m, "\n") {
+				if v, ok := strings.CutPrefix(line, "llamacpp:requests_deferred "); ok {
+					n, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+					if err != nil {
+						t.Fatalf("llamacpp:requests_deferred %q: %v", v, err)
+					}
+					return int(n)
+				}
+			}
+			t.Fatalf("no llamacpp:requests_deferred in %s/metrics", engine)
+			return 0
+		}
+		waitFor(t, 10*time.Second, "node-1 idle", func() bool { return deferred() == 0 })
+		submit := func(u, id string) {
+			body := fmt.Sprintf(`{"task_id":%q,"prompt":"a long story","max_tokens":1200,"model_ref":%q,"placement":{"mode":"pin","pin_pool_id":"pool-0","node_id":"node-1"}}`, id, simModel)
+			resp, err := http.Post(u+"/v2/tasks", "application/json", strings.NewReader(body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusAccepted {
+				t.Fatalf("submit %s to %s: %d %s", id, u, resp.StatusCode, b)
+			}
+		}
+		// maxDeferred watches the engine until its tasks are done: tasks
+		// it holds waiting beyond its 4 slots were sent by a replica that
+		// did not count another's.
+		maxDeferred := func(d time.Duration) int {
+			most := 0
+			for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(20 * time.Millisecond) {
+				most = max(most, deferred())
+			}
+			return most
+		}
+		run := fmt.Sprint(time.Now().UnixNano())
+		// Replica 1 fills node-1's four slots; replica 2 sends four more
+		// 300 ms later, well before any heartbeat reports them.
+		for i := range 4 {
+			submit(urls[1], fmt.Sprintf("peers-a-%s-%d", run, i))
+		}
+		time.Sleep(300 * time.Millisecond)
+		for i := range 4 {
+			submit(urls[2], fmt.Sprintf("peers-b-%s-%d", run, i))
+		}
+		if most := maxDeferred(4 * time.Second); most != 0 {
+			t.Errorf("node-1's engine held %d tasks waiting: replica 2 sent them onto replica 1's slots", most)
+		}
+		waitFor(t, 20*time.Second, "node-1 idle again", func() bool { return deferred() == 0 })
+		// The same at once: what over-commit remains when both replicas
+		// send within the publication delay (measured, not asserted).
+		waitFor(t, 15*time.Second, "node-1's slots free", func() bool {
+			n := fleetOn(urls[1], false)["node-1"]
+			return len(n.Pools) > 0 && n.Pools[0].SlotsFree == n.Pools[0].SlotsTotal
+		})
+		var wg sync.WaitGroup
+		for i := range 4 {
+			wg.Go(func() { submit(urls[1], fmt.Sprintf("peers-c-%s-%d", run, i)) })
+			wg.Go(func() { submit(urls[2], fmt.Sprintf("peers-d-%s-%d", run, i)) })
+		}
+		wg.Wait()
+		t.Logf("over-commit with both replicas sending at the same moment: %d of 8 tasks waited in the engine beyond its 4 slots", maxDeferred(3*time.Second))
+	})
 
 	t.Run("SIGKILL of a replica loses no node", func(t *testing.T) {
 		live.Store(urls[1:])

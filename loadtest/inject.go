@@ -397,9 +397,21 @@ func (in *injector) checkSkew(ctx context.Context, nodes []*vnode, rep *FaultRep
 		return
 	}
 	for _, n := range nodes {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		st, code, err := in.c.node(cctx, n.id)
-		cancel()
+		// A control-plane restart in the meantime leaves the node unknown
+		// until its next heartbeat re-registers it: look again, for up to
+		// two more heartbeats.
+		var st nodeStatus
+		var code int
+		var err error
+		for deadline := time.Now().Add(2*in.cfg.HeartbeatInterval + 5*time.Second); ; {
+			cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			st, code, err = in.c.node(cctx, n.id)
+			cancel()
+			if (err == nil && code == http.StatusOK && st.Status == api.StatusOnline) || time.Now().After(deadline) || ctx.Err() != nil {
+				break
+			}
+			time.Sleep(500 * time.Millisecond)
+		}
 		now := time.Now()
 		switch {
 		case err != nil || code != http.StatusOK:

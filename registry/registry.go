@@ -237,12 +237,7 @@ func allDraining(pools []api.PoolState) bool {
 
 // Deregister removes a node.
 func (r *Registry) Deregister(nodeID string) error {
-	r.mu.Lock()
-	n, ok := r.nodes[nodeID]
-	if ok {
-		delete(r.nodes, nodeID)
-	}
-	r.mu.Unlock()
+	n, ok := r.remove(nodeID)
 	if !ok {
 		return ErrUnknownNode
 	}
@@ -253,6 +248,17 @@ func (r *Registry) Deregister(nodeID string) error {
 	r.membersChanged()
 	r.log.Info("node deregistered", "node_id", nodeID)
 	return nil
+}
+
+// remove deletes a node from the map and returns what it was.
+func (r *Registry) remove(nodeID string) (*node, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n, ok := r.nodes[nodeID]
+	if ok {
+		delete(r.nodes, nodeID)
+	}
+	return n, ok
 }
 
 // ExpireStale marks offline every node whose last heartbeat is older than the

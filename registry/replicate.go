@@ -94,12 +94,7 @@ func (r *Registry) ApplyLiveness(nodeID string, l Liveness) bool {
 // ApplyDeregistration removes a node another control plane deregistered;
 // false when the registry did not hold it.
 func (r *Registry) ApplyDeregistration(nodeID string) bool {
-	r.mu.Lock()
-	n, ok := r.nodes[nodeID]
-	if ok {
-		delete(r.nodes, nodeID)
-	}
-	r.mu.Unlock()
+	n, ok := r.remove(nodeID)
 	if !ok {
 		return false
 	}

@@ -24,8 +24,12 @@ type Candidate struct {
 	InFlight int
 	// Foreign is load the pool's engines reported beyond this control
 	// plane's own tasks (another client, another replica), until the
-	// report ages out.
+	// report ages out; at least Peers.
 	Foreign int
+	// Peers is the tasks the other control planes sharing the fleet
+	// (--registry etcd) have in flight on the pool, as they last
+	// published: fresher than an engine's report, which counts them too.
+	Peers int
 	// Waiting is the tasks this control plane holds in its queue for the
 	// pool, ahead of the one being placed: they go first when a slot
 	// frees.

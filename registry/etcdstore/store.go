@@ -56,6 +56,8 @@ type Store struct {
 	writing map[string]bool    // the nodes of the batch being written
 	wake    chan struct{}
 
+	peers peers // the other replicas' tasks in flight
+
 	lease  atomic.Int64 // the newest lease, 0 before the first grant
 	up     atomic.Bool  // the last call to etcd succeeded
 	synced atomic.Bool  // a snapshot was read and the watch runs
@@ -93,6 +95,7 @@ func New(opts Options) *Store {
 		ttl:     int64(math.Ceil(opts.Registry.Timeout().Seconds())) + 1,
 		pending: make(map[string]*change), wake: make(chan struct{}, 1),
 	}
+	s.peers.by = make(map[string]map[string]int)
 	s.metrics = newMetrics(s)
 	opts.Registry.SetJournal(s)
 	return s
@@ -179,6 +182,7 @@ func (s *Store) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { s.runLeases(ctx) })
 	wg.Go(func() { s.runWatch(ctx) })
+	wg.Go(func() { s.runPeers(ctx) })
 	s.runWriter(ctx)
 	wg.Wait()
 }

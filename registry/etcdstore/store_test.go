@@ -3,6 +3,8 @@ package etcdstore
 import (
 	"context"
 	"log/slog"
+	"maps"
+	"sync"
 	"testing"
 	"time"
 
@@ -10,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/llorch/llorch/api"
+	"github.com/llorch/llorch/clocktest"
 	"github.com/llorch/llorch/registry"
 	"github.com/llorch/llorch/registry/etcdstore/etcdtest"
 )
@@ -40,15 +43,9 @@ func startReplica(t *testing.T, endpoint, name string, timeout time.Duration) *r
 	return r
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) time.Duration {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within %v: %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return clocktest.WaitFor(t, d, what, cond)
 }
 
 func status(r *replica, id string) string {
@@ -278,4 +275,33 @@ func TestSnapshotKeepsWhatIsNotYetWritten(t *testing.T) {
 	if _, ok := reg.Get("early"); ok {
 		t.Fatal("a node gone from etcd survived a snapshot")
 	}
+}
+
+// A replica's tasks in flight reach the others within a few publication
+// intervals, and leave with the replica.
+func TestPeersSeeEachOthersTasks(t *testing.T) {
+	e := etcdtest.Start(t)
+	a := startReplica(t, e.URL(), "a", 10*time.Second)
+	b := startReplica(t, e.URL(), "b", 10*time.Second)
+	var mu sync.Mutex
+	counts := map[string]int{"n1/pool-0": 3}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		a.store.PublishInFlight(ctx, func() map[string]int { mu.Lock(); defer mu.Unlock(); return maps.Clone(counts) })
+		close(done)
+	}()
+	peerCount := func(r *replica, key string) int { m, _ := r.store.Peers(); return m[key] }
+	took := waitFor(t, 2*time.Second, "a's 3 tasks on b", func() bool { return peerCount(b, "n1/pool-0") == 3 })
+	t.Logf("a's tasks visible on b after %v", took)
+	if peerCount(a, "n1/pool-0") != 0 {
+		t.Error("a counts its own tasks as a peer's")
+	}
+	mu.Lock()
+	counts = map[string]int{"n1/pool-0": 1, "n2/pool-0": 2}
+	mu.Unlock()
+	waitFor(t, 2*time.Second, "a's new counts on b", func() bool { return peerCount(b, "n1/pool-0") == 1 && peerCount(b, "n2/pool-0") == 2 })
+	cancel()
+	<-done
+	waitFor(t, 2*time.Second, "a's counts gone from b", func() bool { m, _ := b.store.Peers(); return len(m) == 0 })
 }
