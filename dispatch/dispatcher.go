@@ -62,6 +62,12 @@ type Job struct {
 	// and the prediction-error histogram.
 	Predicted scheduler.Estimate
 
+	// waitsFor is the pool (candidate key) the last pass left the job
+	// waiting for, in the fleet snapshot built at waitsSince; guarded by
+	// passMu.
+	waitsFor   string
+	waitsSince time.Time
+
 	placed chan Placement
 	failed chan *api.Error
 }
@@ -521,11 +527,36 @@ func (d *Dispatcher) passLocked() {
 			}
 			continue
 		}
+		if i, ok := d.snap.index[j.waitsFor]; ok && j.waitsSince.Equal(d.snap.built) && !roomAnywhere(cands, d.opts.Backlog) {
+			// Every pool is full and the fleet is as it was when the job
+			// was last scored, so it cannot be placed in this pass: it
+			// keeps waiting where it waited. Scoring every queued job on
+			// every slot given back made a saturated control plane spend
+			// most of its time re-ranking its queue (the queue's length
+			// times the task rate); now each is scored again when the
+			// fleet changes (at most every 100 ms) or room appears.
+			cands[i].Waiting++
+			d.snap.touchWaiting(&cands[i])
+			continue
+		}
 		if _, feasible := d.placeJob(j, pos, now, cands, true); !feasible {
 			d.checkUnfittable(j, now)
 		}
 	}
 	d.opts.Metrics.queueDepth(d.opts.Queue)
+}
+
+// roomAnywhere reports whether any pool that could take work (ready, not
+// draining, its node online) has room for one more task. It errs towards
+// yes: a pool a filter would refuse still counts.
+func roomAnywhere(cands []scheduler.Candidate, backlog int) bool {
+	for i := range cands {
+		c := &cands[i]
+		if c.Pool.Ready && !c.Pool.Draining && c.NodeStatus != api.StatusOffline && c.NodeStatus != api.StatusDraining && c.HasRoom(backlog) {
+			return true
+		}
+	}
+	return false
 }
 
 // placeNow places a job in the submitting goroutine when nothing is
@@ -577,6 +608,7 @@ func (d *Dispatcher) placeJob(j *Job, pos int, now time.Time, cands []scheduler.
 		// here, and count it ahead of the jobs behind it.
 		best.Waiting++
 		d.snap.touchWaiting(best)
+		j.waitsFor, j.waitsSince = best.Key(), d.snap.built
 		return false, true
 	}
 	d.traceDecision(j, dec, begin, pos)

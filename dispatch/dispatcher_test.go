@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/llorch/llorch/admission"
@@ -520,5 +521,74 @@ llorch_placement_pool_in_flight{node_id="n1",pool_id="pool-0"} 2
 		if e == nil || e.Code != api.CodePoolUnavailable {
 			t.Errorf("avoid %s: %v, want POOL_UNAVAILABLE", avoid, e)
 		}
+	}
+}
+
+// TestSaturatedPassesDoNotRescoreTheQueue: while every pool is full and
+// the fleet unchanged, a pass leaves queued jobs where they wait instead
+// of scoring each again; when a slot frees, the head of the queue is
+// placed, in order.
+func TestSaturatedPassesDoNotRescoreTheQueue(t *testing.T) {
+	f := &versionedFleet{}
+	f.set(schedtest.Pool("pool-0").Slots(2, 2).Obj())
+	reg := prometheus.NewRegistry()
+	d, err := New(Options{Fleet: f, Queue: admission.New(64, admission.Reject), Logger: quiet, Metrics: NewMetrics(reg),
+		Scheduling: scheduler.Options{StaleAfter: time.Minute, Quarantine: time.Minute}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	holders := []Placement{place(t, d, "h1"), place(t, d, "h2")}
+	var queued []*Job
+	for i := range 50 {
+		j := NewJob(fmt.Sprintf("q%d", i), admission.Interactive, scheduler.Request{Mode: "auto", AllowFallback: true}, time.Time{})
+		if _, _, e := d.Submit(j); e != nil {
+			t.Fatal(e)
+		}
+		queued = append(queued, j)
+	}
+	scored := func() uint64 {
+		mf, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range mf {
+			if f.GetName() == "llorch_placement_duration_seconds" {
+				return f.GetMetric()[0].GetHistogram().GetSampleCount()
+			}
+		}
+		return 0
+	}
+	d.pass() // scores each queued job once: they wait for pool-0
+	before := scored()
+	for range 10 {
+		d.pass()
+	}
+	if n := scored() - before; n != 0 {
+		t.Errorf("10 passes over a saturated fleet scored %d jobs, want 0", n)
+	}
+	if w := d.snap.cands[0].Waiting; w != 50 {
+		t.Errorf("pool-0 counts %d jobs waiting for it, want 50", w)
+	}
+	placedNow := func(j *Job) (Placement, bool) {
+		select {
+		case p := <-j.placed:
+			return p, true
+		default:
+			return Placement{}, false
+		}
+	}
+	d.Release(holders[0], "", Succeeded, Observation{})
+	d.pass()
+	got, ok := placedNow(queued[0])
+	if !ok {
+		t.Fatal("a slot freed, but the head of the queue was not placed")
+	}
+	if _, ok := placedNow(queued[1]); ok {
+		t.Fatal("the second queued job was placed on no free slot")
+	}
+	d.Release(got, "", Succeeded, Observation{})
+	d.pass()
+	if _, ok := placedNow(queued[1]); !ok {
+		t.Fatal("the second queued job was not placed when the next slot freed")
 	}
 }
