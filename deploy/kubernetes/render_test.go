@@ -275,58 +275,30 @@ func mustDecode(t *testing.T, stream []byte) *manifests {
 // clone returns a deep copy of m, its objects grouped by kind.
 func (m *manifests) clone() *manifests {
 	c := &manifests{}
-	add := func(kind string, meta *metav1.ObjectMeta) {
-		c.objects = append(c.objects, object{kind: kind, meta: meta})
-	}
-	for _, o := range m.namespaces {
-		x := o.DeepCopy()
-		c.namespaces = append(c.namespaces, x)
-		add("Namespace", &x.ObjectMeta)
-	}
-	for _, o := range m.deployments {
-		x := o.DeepCopy()
-		c.deployments = append(c.deployments, x)
-		add("Deployment", &x.ObjectMeta)
-	}
-	for _, o := range m.daemonSets {
-		x := o.DeepCopy()
-		c.daemonSets = append(c.daemonSets, x)
-		add("DaemonSet", &x.ObjectMeta)
-	}
-	for _, o := range m.statefulSets {
-		x := o.DeepCopy()
-		c.statefulSets = append(c.statefulSets, x)
-		add("StatefulSet", &x.ObjectMeta)
-	}
-	for _, o := range m.services {
-		x := o.DeepCopy()
-		c.services = append(c.services, x)
-		add("Service", &x.ObjectMeta)
-	}
-	for _, o := range m.configMaps {
-		x := o.DeepCopy()
-		c.configMaps = append(c.configMaps, x)
-		add("ConfigMap", &x.ObjectMeta)
-	}
-	for _, o := range m.pdbs {
-		x := o.DeepCopy()
-		c.pdbs = append(c.pdbs, x)
-		add("PodDisruptionBudget", &x.ObjectMeta)
-	}
-	for _, o := range m.serviceMonitors {
-		x := o.DeepCopy()
-		c.serviceMonitors = append(c.serviceMonitors, x)
-		add("ServiceMonitor", &x.ObjectMeta)
-	}
-	for _, o := range m.podMonitors {
-		x := o.DeepCopy()
-		c.podMonitors = append(c.podMonitors, x)
-		add("PodMonitor", &x.ObjectMeta)
-	}
-	for _, o := range m.rules {
-		x := o.DeepCopy()
-		c.rules = append(c.rules, x)
-		add("PrometheusRule", &x.ObjectMeta)
-	}
+	c.namespaces = cloneKind(c, "Namespace", m.namespaces)
+	c.deployments = cloneKind(c, "Deployment", m.deployments)
+	c.daemonSets = cloneKind(c, "DaemonSet", m.daemonSets)
+	c.statefulSets = cloneKind(c, "StatefulSet", m.statefulSets)
+	c.services = cloneKind(c, "Service", m.services)
+	c.configMaps = cloneKind(c, "ConfigMap", m.configMaps)
+	c.pdbs = cloneKind(c, "PodDisruptionBudget", m.pdbs)
+	c.serviceMonitors = cloneKind(c, "ServiceMonitor", m.serviceMonitors)
+	c.podMonitors = cloneKind(c, "PodMonitor", m.podMonitors)
+	c.rules = cloneKind(c, "PrometheusRule", m.rules)
 	return c
+}
+
+// cloneKind deep-copies objects of one kind into c, listing each in
+// c.objects.
+func cloneKind[P interface {
+	DeepCopy() P
+	GetObjectMeta() metav1.Object
+}](c *manifests, kind string, src []P) []P {
+	out := make([]P, 0, len(src))
+	for _, o := range src {
+		x := o.DeepCopy()
+		out = append(out, x)
+		c.objects = append(c.objects, object{kind: kind, meta: x.GetObjectMeta().(*metav1.ObjectMeta)})
+	}
+	return out
 }
