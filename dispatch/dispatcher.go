@@ -518,6 +518,9 @@ func (d *Dispatcher) passLocked() {
 	now := d.now()
 	cands := d.shared(now)
 	d.snap.clearWaiting()
+	// Whether any pool has room changes only when a job is placed: known
+	// once, then again after each placement.
+	room, roomKnown := false, false
 	for pos, it := range items {
 		j := it.Value.(*Job)
 		if !j.Deadline.IsZero() && now.After(j.Deadline) {
@@ -527,7 +530,10 @@ func (d *Dispatcher) passLocked() {
 			}
 			continue
 		}
-		if i, ok := d.snap.index[j.waitsFor]; ok && j.waitsSince.Equal(d.snap.built) && !roomAnywhere(cands, d.opts.Backlog) {
+		if !roomKnown {
+			room, roomKnown = roomAnywhere(cands, d.opts.Backlog), true
+		}
+		if i, ok := d.snap.index[j.waitsFor]; ok && j.waitsSince.Equal(d.snap.built) && !room {
 			// Every pool is full and the fleet is as it was when the job
 			// was last scored, so it cannot be placed in this pass: it
 			// keeps waiting where it waited. Scoring every queued job on
@@ -539,7 +545,11 @@ func (d *Dispatcher) passLocked() {
 			d.snap.touchWaiting(&cands[i])
 			continue
 		}
-		if _, feasible := d.placeJob(j, pos, now, cands, true); !feasible {
+		placed, feasible := d.placeJob(j, pos, now, cands, true)
+		if placed {
+			roomKnown = false
+		}
+		if !feasible {
 			d.checkUnfittable(j, now)
 		}
 	}

@@ -152,10 +152,10 @@ func (r *Registry) Heartbeat(nodeID string, hb api.HeartbeatRequest) error {
 	n.lastHeartbeat = now
 	n.pools = hb.Pools
 	n.gpus = hb.GPUs
-	live := Liveness{Status: to, LastHeartbeat: now, Interval: n.interval, Pools: n.pools, GPUs: n.gpus}
+	interval := n.interval
 	r.mu.Unlock()
 	if r.journal != nil {
-		r.journal.Heartbeat(nodeID, live)
+		r.journal.Heartbeat(nodeID, Liveness{Status: to, LastHeartbeat: now, Interval: interval, Pools: hb.Pools, GPUs: hb.GPUs})
 	}
 	r.metrics.heartbeats.ok.Inc()
 	if from == api.StatusOffline {
