@@ -94,6 +94,12 @@ func TestScaledOut(t *testing.T) {
 	live.Store(urls)
 	var ok, failed atomic.Int64
 	var paused atomic.Bool
+	// inflightTo is the replica the request in flight went to ("" between
+	// requests); picked and set under sendMu, so a test that changes live
+	// and then waits on it cannot miss a request picked just before.
+	var sendMu sync.Mutex
+	inflightTo := ""
+	sentTo := func() string { sendMu.Lock(); defer sendMu.Unlock(); return inflightTo }
 	var failMu sync.Mutex
 	var failures []string
 	ctx, stopLoad := context.WithCancel(context.Background())
@@ -105,8 +111,11 @@ func TestScaledOut(t *testing.T) {
 				time.Sleep(50 * time.Millisecond)
 				continue
 			}
+			sendMu.Lock()
 			targets := live.Load().([]string)
 			target := targets[i%len(targets)]
+			inflightTo = target
+			sendMu.Unlock()
 			body := fmt.Sprintf(`{"model":%q,"messages":[{"role":"user","content":"hello %d"}],"max_tokens":8,"stream":true}`, simModel, i)
 			resp, err := client.Post(target+"/v1/chat/completions", "application/json", strings.NewReader(body))
 			if err == nil {
@@ -118,6 +127,9 @@ func TestScaledOut(t *testing.T) {
 					err = fmt.Errorf("%s: %d %.200s", target, resp.StatusCode, b)
 				}
 			}
+			sendMu.Lock()
+			inflightTo = ""
+			sendMu.Unlock()
 			if err != nil && ctx.Err() == nil {
 				failed.Add(1)
 				failMu.Lock()
@@ -230,7 +242,7 @@ func TestScaledOut(t *testing.T) {
 
 	t.Run("SIGKILL of a replica loses no node", func(t *testing.T) {
 		live.Store(urls[1:])
-		time.Sleep(200 * time.Millisecond) // let requests already sent to replica 0 end
+		waitFor(t, 10*time.Second, "no request in flight to replica 0", func() bool { return sentTo() != urls[0] })
 		replicas[0].signal(t, syscall.SIGKILL)
 		replicas[0].wait(t, 5*time.Second)
 		failMu.Lock()
