@@ -170,39 +170,15 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	runCtx, cancel := context.WithDeadline(ctx, start.Add(cfg.Duration+cfg.grace()))
 	defer cancel()
 
-	var wg sync.WaitGroup
-	sent := 0
 	window := cfg.Duration // the arrival window, shorter if cancelled
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-arrive:
-	for i := range arrivals {
-		a := &arrivals[i]
-		// The clock of record is start+At: a late wake-up sends at once
-		// and the next arrival keeps its own time, so lateness never
-		// accumulates and no response is ever waited for.
-		if d := time.Until(start.Add(a.At)); d > 0 {
-			timer.Reset(d)
-			select {
-			case <-timer.C:
-			case <-runCtx.Done():
-				window = time.Since(start)
-				break arrive
-			}
-		} else if runCtx.Err() != nil {
-			window = time.Since(start)
-			break arrive
-		}
+	sent, cut := Pace(runCtx, start, arrivals, func(i int, a *Arrival) {
 		rec := &records[i]
 		rec.Index, rec.At = a.Index, a.At
-		sent++
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			send(runCtx, client, url, cfg, a, start, rec)
-		}()
+		send(runCtx, client, url, cfg, a, start, rec)
+	})
+	if cut > 0 {
+		window = cut
 	}
-	wg.Wait()
 	records = records[:sent]
 	elapsed := window
 	for i := range records {
@@ -210,6 +186,36 @@ arrive:
 	}
 	res := Summarize(records, elapsed)
 	return &res, nil
+}
+
+// Pace is the open loop: it calls send for each arrival at start + its
+// At, each on its own goroutine, until ctx ends, and returns once every
+// send returned. The clock of record is start+At: a late wake-up sends at
+// once and the next arrival keeps its own time, so lateness never
+// accumulates and no response is ever waited for. It returns how many
+// arrivals were sent (the first ones), and when ctx cut the schedule
+// short (from start), 0 if it did not.
+func Pace(ctx context.Context, start time.Time, arrivals []Arrival, send func(i int, a *Arrival)) (sent int, cut time.Duration) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for i := range arrivals {
+		a := &arrivals[i]
+		if d := time.Until(start.Add(a.At)); d > 0 {
+			timer.Reset(d)
+			select {
+			case <-timer.C:
+			case <-ctx.Done():
+			}
+		}
+		if ctx.Err() != nil {
+			return sent, time.Since(start)
+		}
+		sent++
+		wg.Go(func() { send(i, a) })
+	}
+	return sent, 0
 }
 
 type chatMessage struct {

@@ -85,29 +85,12 @@ func (t *traffic) run(ctx context.Context, start time.Time) {
 	arrivals := loadgen.Arrivals(loadgen.Config{Rate: t.cfg.Rate, Duration: t.cfg.Duration, Seed: t.cfg.Seed,
 		MaxTokens: t.cfg.MaxTokens, MaxTokensMax: t.cfg.MaxTokensMax, PromptWords: t.cfg.PromptWords, PromptWordsMax: t.cfg.PromptWordsMax})
 	t.reqs = make([]request, len(arrivals))
-	var wg sync.WaitGroup
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	sent := 0
-	for i := range arrivals {
-		a := &arrivals[i]
-		if d := time.Until(start.Add(a.At)); d > 0 {
-			timer.Reset(d)
-			select {
-			case <-timer.C:
-			case <-ctx.Done():
-			}
-		}
-		if ctx.Err() != nil {
-			break
-		}
+	sent, _ := loadgen.Pace(ctx, start, arrivals, func(i int, a *loadgen.Arrival) {
 		r := &t.reqs[i]
 		r.api = t.apiOf(i)
-		sent++
-		wg.Go(func() { t.send(ctx, r, a) })
-	}
+		t.send(ctx, r, a)
+	})
 	t.reqs = t.reqs[:sent]
-	wg.Wait()
 }
 
 func (t *traffic) apiOf(i int) string {
